@@ -1,0 +1,45 @@
+//! The `qforge` command line: clap definitions and glue. Logic lives in the library.
+
+mod inspect;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for a file that failed validation (or any other runtime failure).
+pub const EXIT_INVALID: i32 = 1;
+/// Exit code for a usage error (clap's own code).
+pub const EXIT_USAGE: i32 = 2;
+
+#[derive(Parser, Debug)]
+#[command(name = "qforge", version, about = "Hugging Face safetensors -> quantized GGUF, and GGUF inspection", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print a GGUF file's header, metadata and tensor table.
+    Inspect(inspect::InspectArgs),
+}
+
+/// Run the CLI with the process arguments; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let result = match cli.command {
+        Command::Inspect(args) => inspect::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            EXIT_INVALID
+        }
+    }
+}
