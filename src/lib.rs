@@ -11,3 +11,4 @@ pub mod quant;
 
 #[doc(hidden)]
 pub mod cli;
+pub mod source;

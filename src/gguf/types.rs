@@ -46,10 +46,14 @@ pub enum GgmlType {
     Mxfp4,
     /// qforge extension: NF4 with one f32 absmax per block (bitsandbytes without double
     /// quantization). `block` is the number of weights per block, a power of two in 32..=4096.
-    Nf4 { block: u32 },
+    Nf4 {
+        block: u32,
+    },
     /// qforge extension: NF4 with double-quantized absmax (one u8 dynamic-map code per block).
     /// The per-tensor offset and nested absmax live in a companion F32 tensor (spec/FORMAT.md).
-    Nf4Dq { block: u32 },
+    Nf4Dq {
+        block: u32,
+    },
 }
 
 /// First id of the NF4 extension range: `NF4_ID_BASE + log2(block)`.
@@ -316,7 +320,21 @@ mod tests {
 
     #[test]
     fn removed_and_unknown_ids_are_rejected() {
-        for id in [4u32, 5, 31, 32, 33, 36, 37, 38, 40, 41, 42, 100, NF4_ID_BASE + 4] {
+        for id in [
+            4u32,
+            5,
+            31,
+            32,
+            33,
+            36,
+            37,
+            38,
+            40,
+            41,
+            42,
+            100,
+            NF4_ID_BASE + 4,
+        ] {
             assert_eq!(GgmlType::from_id(id), None, "id {id}");
         }
         assert_eq!(GgmlType::from_id(NF4_ID_BASE + 13), None);
@@ -325,9 +343,18 @@ mod tests {
 
     #[test]
     fn geometry_matches_ggml() {
-        assert_eq!((GgmlType::Q8_0.block_size(), GgmlType::Q8_0.type_size()), (32, 34));
-        assert_eq!((GgmlType::Q4K.block_size(), GgmlType::Q4K.type_size()), (256, 144));
-        assert_eq!((GgmlType::Q6K.block_size(), GgmlType::Q6K.type_size()), (256, 210));
+        assert_eq!(
+            (GgmlType::Q8_0.block_size(), GgmlType::Q8_0.type_size()),
+            (32, 34)
+        );
+        assert_eq!(
+            (GgmlType::Q4K.block_size(), GgmlType::Q4K.type_size()),
+            (256, 144)
+        );
+        assert_eq!(
+            (GgmlType::Q6K.block_size(), GgmlType::Q6K.type_size()),
+            (256, 210)
+        );
         assert_eq!(GgmlType::Nf4 { block: 64 }.type_size(), 36);
         assert_eq!(GgmlType::Nf4Dq { block: 64 }.type_size(), 33);
         assert_eq!(GgmlType::Q4_0.bytes_for(64), Some(36));

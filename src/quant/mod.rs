@@ -30,7 +30,11 @@ use crate::gguf::GgmlType;
 pub enum QuantError {
     /// The element count is not a whole number of blocks.
     #[error("{ty} needs a multiple of {block} elements per row, got {len}")]
-    NotBlockMultiple { ty: GgmlType, block: usize, len: usize },
+    NotBlockMultiple {
+        ty: GgmlType,
+        block: usize,
+        len: usize,
+    },
     /// The byte buffer does not match the element count.
     #[error("{ty}: {elements} elements take {expected} bytes, but the buffer has {actual}")]
     ByteLength {

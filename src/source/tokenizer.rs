@@ -1,0 +1,849 @@
+//! Tokenizer files of a Hugging Face model folder, turned into the vocabulary llama.cpp needs.
+//!
+//! Three shapes are understood:
+//! - byte-level BPE from `tokenizer.json` (GPT-2 / Llama-3 style) → llama.cpp's `gpt2` model,
+//!   with the pre-tokenizer recognised from the pre_tokenizer's structure and regex;
+//! - SentencePiece from `tokenizer.model` (its protobuf, parsed here) → `llama`;
+//! - SentencePiece-style BPE from `tokenizer.json` alone (Metaspace / `▁` normalizer with byte
+//!   fallback) → `llama`, with scores rebuilt from the vocabulary order.
+//!
+//! Special tokens come from `tokenizer_config.json`, `tokenizer.json`'s `added_tokens` and
+//! `config.json`; the chat template from `tokenizer_config.json` or `chat_template.jinja`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::{HfConfig, SourceError};
+
+/// llama.cpp token types (`tokenizer.ggml.token_type`).
+pub mod token_type {
+    pub const NORMAL: i32 = 1;
+    pub const UNKNOWN: i32 = 2;
+    pub const CONTROL: i32 = 3;
+    pub const USER_DEFINED: i32 = 4;
+    pub const UNUSED: i32 = 5;
+    pub const BYTE: i32 = 6;
+}
+
+/// The vocabulary as llama.cpp stores it under `tokenizer.ggml.*` and `tokenizer.chat_template`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Vocab {
+    /// `tokenizer.ggml.model`: `gpt2` or `llama`.
+    pub model: String,
+    /// `tokenizer.ggml.pre`.
+    pub pre: String,
+    pub tokens: Vec<String>,
+    /// SentencePiece scores (`llama` model only).
+    pub scores: Option<Vec<f32>>,
+    pub token_types: Vec<i32>,
+    /// BPE merges as `"left right"` (`gpt2` model only).
+    pub merges: Vec<String>,
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+    pub unk: Option<u32>,
+    pub pad: Option<u32>,
+    pub add_bos: Option<bool>,
+    pub add_eos: Option<bool>,
+    pub add_space_prefix: Option<bool>,
+    pub chat_template: Option<String>,
+}
+
+/// A byte-level BPE pre-tokenizer llama.cpp implements natively, identified by its regex.
+struct KnownPre {
+    name: &'static str,
+    regex: &'static str,
+}
+
+/// The GPT-2 regex, which `ByteLevel(use_regex=true)` applies implicitly.
+const GPT2_REGEX: &str =
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+
+const KNOWN_PRE: &[KnownPre] = &[
+    KnownPre {
+        name: "gpt-2",
+        regex: GPT2_REGEX,
+    },
+    KnownPre {
+        name: "llama-bpe",
+        regex: r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+    },
+    KnownPre {
+        name: "qwen2",
+        regex: r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+    },
+];
+
+fn tok_err(path: &Path, msg: impl Into<String>) -> SourceError {
+    SourceError::Tokenizer {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
+}
+
+fn read_json(path: &Path) -> Result<Value, SourceError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SourceError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| SourceError::Json {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })
+}
+
+/// The tokenizer files found in a model folder.
+struct Files {
+    dir: PathBuf,
+    tokenizer_json: Option<Value>,
+    tokenizer_config: Option<Value>,
+}
+
+impl Files {
+    fn json_path(&self) -> PathBuf {
+        self.dir.join("tokenizer.json")
+    }
+}
+
+/// Load the vocabulary of the model folder `dir`. `vocab_size` from config.json pads the
+/// token list with `[PAD{i}]` entries as llama.cpp's converter does.
+pub fn load_vocab(dir: &Path, config: &HfConfig) -> Result<Vocab, SourceError> {
+    let tj = dir.join("tokenizer.json");
+    let tc = dir.join("tokenizer_config.json");
+    let files = Files {
+        dir: dir.to_path_buf(),
+        tokenizer_json: tj.is_file().then(|| read_json(&tj)).transpose()?,
+        tokenizer_config: tc.is_file().then(|| read_json(&tc)).transpose()?,
+    };
+    let spm = dir.join("tokenizer.model");
+    let mut vocab = if spm.is_file() {
+        let bytes = std::fs::read(&spm).map_err(|source| SourceError::Io {
+            path: spm.clone(),
+            source,
+        })?;
+        sentencepiece_vocab(&spm, &bytes, &files, config)?
+    } else if let Some(json) = &files.tokenizer_json {
+        if is_byte_level(json) {
+            byte_level_bpe_vocab(&files, json, config)?
+        } else {
+            spm_style_json_vocab(&files, json, config)?
+        }
+    } else {
+        return Err(tok_err(
+            dir,
+            "no tokenizer.model or tokenizer.json in the model folder",
+        ));
+    };
+    special_tokens(&mut vocab, &files, config);
+    vocab.chat_template = chat_template(&files)?;
+    Ok(vocab)
+}
+
+// ---------------------------------------------------------------------------------------------
+// tokenizer.json helpers
+
+/// True when the tokenizer works on GPT-2 byte-level symbols.
+fn is_byte_level(json: &Value) -> bool {
+    fn has(v: &Value, ty: &str) -> bool {
+        match v {
+            Value::Object(o) => {
+                o.get("type").and_then(|t| t.as_str()) == Some(ty)
+                    || o.get("pretokenizers")
+                        .and_then(|p| p.as_array())
+                        .is_some_and(|a| a.iter().any(|x| has(x, ty)))
+            }
+            _ => false,
+        }
+    }
+    json.get("pre_tokenizer")
+        .is_some_and(|p| has(p, "ByteLevel"))
+}
+
+/// Identify a byte-level pre-tokenizer: the `Split` regexes it applies, in order, plus the
+/// implicit GPT-2 regex of `ByteLevel(use_regex = true)`.
+fn recognise_pre(json: &Value, path: &Path) -> Result<&'static str, SourceError> {
+    let pre = json.get("pre_tokenizer").cloned().unwrap_or(Value::Null);
+    let parts: Vec<Value> = match pre.get("type").and_then(|t| t.as_str()) {
+        Some("Sequence") => pre
+            .get("pretokenizers")
+            .and_then(|p| p.as_array())
+            .cloned()
+            .unwrap_or_default(),
+        Some(_) => vec![pre.clone()],
+        None => Vec::new(),
+    };
+    let mut regexes = Vec::new();
+    for p in &parts {
+        match p.get("type").and_then(|t| t.as_str()) {
+            Some("Split") => {
+                let re = p
+                    .get("pattern")
+                    .and_then(|pat| pat.get("Regex").or_else(|| pat.get("String")))
+                    .and_then(|r| r.as_str())
+                    .unwrap_or("");
+                regexes.push(re.to_string());
+            }
+            Some("ByteLevel") => {
+                if p.get("use_regex").and_then(|u| u.as_bool()).unwrap_or(true) {
+                    regexes.push(GPT2_REGEX.to_string());
+                }
+            }
+            Some(other) => {
+                return Err(tok_err(
+                    path,
+                    format!("byte-level pre-tokenizer contains an unsupported '{other}' step"),
+                ))
+            }
+            None => {}
+        }
+    }
+    if let [only] = regexes.as_slice() {
+        if let Some(k) = KNOWN_PRE.iter().find(|k| k.regex == only) {
+            return Ok(k.name);
+        }
+    }
+    let supported: Vec<&str> = KNOWN_PRE.iter().map(|k| k.name).collect();
+    Err(tok_err(
+        path,
+        format!(
+            "unrecognised byte-level BPE pre-tokenizer (regexes {regexes:?}); llama.cpp implements these natively: {}",
+            supported.join(", ")
+        ),
+    ))
+}
+
+/// `model.vocab` as (token, id) pairs.
+fn json_model_vocab(json: &Value, path: &Path) -> Result<Vec<(String, u32)>, SourceError> {
+    let model = json
+        .get("model")
+        .ok_or_else(|| tok_err(path, "no \"model\" section"))?;
+    let ty = model.get("type").and_then(|t| t.as_str()).unwrap_or("BPE");
+    if ty != "BPE" {
+        return Err(tok_err(
+            path,
+            format!("tokenizer model type '{ty}' is not supported (only BPE)"),
+        ));
+    }
+    let vocab = model
+        .get("vocab")
+        .and_then(|v| v.as_object())
+        .ok_or_else(|| tok_err(path, "model.vocab is not an object"))?;
+    vocab
+        .iter()
+        .map(|(k, v)| {
+            v.as_u64()
+                .and_then(|id| u32::try_from(id).ok())
+                .map(|id| (k.clone(), id))
+                .ok_or_else(|| tok_err(path, format!("model.vocab['{k}'] is not a token id")))
+        })
+        .collect()
+}
+
+/// Merges in both the `"a b"` string form and the `["a", "b"]` pair form. Spaces inside a
+/// pair element are written as U+0120 as llama.cpp's converter does, so the string form
+/// stays splittable on one space.
+fn json_merges(json: &Value, path: &Path) -> Result<Vec<String>, SourceError> {
+    let Some(merges) = json.get("model").and_then(|m| m.get("merges")) else {
+        return Ok(Vec::new());
+    };
+    let arr = merges
+        .as_array()
+        .ok_or_else(|| tok_err(path, "model.merges is not an array"))?;
+    arr.iter()
+        .enumerate()
+        .map(|(i, m)| match m {
+            Value::String(s) => Ok(s.clone()),
+            Value::Array(pair) if pair.len() == 2 => {
+                let part = |v: &Value| v.as_str().map(|s| s.replace(' ', "\u{120}"));
+                match (part(&pair[0]), part(&pair[1])) {
+                    (Some(a), Some(b)) => Ok(format!("{a} {b}")),
+                    _ => Err(tok_err(
+                        path,
+                        format!("model.merges[{i}] is not two strings"),
+                    )),
+                }
+            }
+            _ => Err(tok_err(
+                path,
+                format!("model.merges[{i}] is neither a string nor a pair"),
+            )),
+        })
+        .collect()
+}
+
+#[derive(Clone, Debug)]
+struct AddedToken {
+    id: u32,
+    content: String,
+    special: bool,
+}
+
+fn added_tokens(files: &Files) -> Vec<AddedToken> {
+    let mut out: Vec<AddedToken> = Vec::new();
+    if let Some(arr) = files
+        .tokenizer_json
+        .as_ref()
+        .and_then(|j| j.get("added_tokens"))
+        .and_then(|a| a.as_array())
+    {
+        for t in arr {
+            if let (Some(id), Some(content)) = (
+                t.get("id").and_then(|v| v.as_u64()),
+                t.get("content").and_then(|v| v.as_str()),
+            ) {
+                if let Ok(id) = u32::try_from(id) {
+                    out.push(AddedToken {
+                        id,
+                        content: content.to_string(),
+                        special: t.get("special").and_then(|v| v.as_bool()).unwrap_or(false),
+                    });
+                }
+            }
+        }
+    }
+    if let Some(obj) = files
+        .tokenizer_config
+        .as_ref()
+        .and_then(|c| c.get("added_tokens_decoder"))
+        .and_then(|a| a.as_object())
+    {
+        for (id, t) in obj {
+            let Ok(id) = id.parse::<u32>() else { continue };
+            if out.iter().any(|a| a.id == id) {
+                continue;
+            }
+            if let Some(content) = t.get("content").and_then(|v| v.as_str()) {
+                out.push(AddedToken {
+                    id,
+                    content: content.to_string(),
+                    special: t.get("special").and_then(|v| v.as_bool()).unwrap_or(false),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Text that llama.cpp's converter treats as a control token even when not marked special.
+fn looks_special(s: &str) -> bool {
+    (s.starts_with("<|") && s.ends_with("|>"))
+        || (s.starts_with("<｜") && s.ends_with("｜>"))
+        || s.starts_with("<unused")
+        || matches!(s, "<pad>" | "<mask>" | "<2mass>" | "[@BOS@]")
+}
+
+fn added_type(t: &AddedToken) -> i32 {
+    if t.special || looks_special(&t.content) {
+        token_type::CONTROL
+    } else {
+        token_type::USER_DEFINED
+    }
+}
+
+/// Size of the token table: the config's vocab_size, or one past the highest id.
+fn table_size(max_id: Option<u32>, config: &HfConfig, path: &Path) -> Result<usize, SourceError> {
+    let needed = max_id.map_or(0, |m| m as usize + 1);
+    match config.vocab_size {
+        Some(n) if (n as usize) < needed => Err(tok_err(
+            path,
+            format!(
+                "config.json vocab_size {n} is smaller than the tokenizer's highest id {}",
+                needed - 1
+            ),
+        )),
+        Some(n) => Ok(n as usize),
+        None => Ok(needed),
+    }
+}
+
+fn byte_level_bpe_vocab(
+    files: &Files,
+    json: &Value,
+    config: &HfConfig,
+) -> Result<Vocab, SourceError> {
+    let path = files.json_path();
+    let pre = recognise_pre(json, &path)?;
+    let base = json_model_vocab(json, &path)?;
+    let added = added_tokens(files);
+    let max_id = base
+        .iter()
+        .map(|(_, id)| *id)
+        .chain(added.iter().map(|a| a.id))
+        .max();
+    let n = table_size(max_id, config, &path)?;
+    let mut tokens: Vec<Option<String>> = vec![None; n];
+    let mut types = vec![token_type::UNUSED; n];
+    for (tok, id) in base {
+        tokens[id as usize] = Some(tok);
+        types[id as usize] = token_type::NORMAL;
+    }
+    for a in &added {
+        tokens[a.id as usize] = Some(a.content.clone());
+        types[a.id as usize] = added_type(a);
+    }
+    let tokens = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| t.unwrap_or_else(|| format!("[PAD{i}]")))
+        .collect();
+    Ok(Vocab {
+        model: "gpt2".into(),
+        pre: pre.into(),
+        tokens,
+        scores: None,
+        token_types: types,
+        merges: json_merges(json, &path)?,
+        ..Vocab::default()
+    })
+}
+
+/// tokenizer.json of a SentencePiece BPE model (Llama-2 style) without tokenizer.model.
+fn spm_style_json_vocab(
+    files: &Files,
+    json: &Value,
+    config: &HfConfig,
+) -> Result<Vocab, SourceError> {
+    let path = files.json_path();
+    let model = json.get("model").cloned().unwrap_or(Value::Null);
+    let byte_fallback = model
+        .get("byte_fallback")
+        .and_then(|b| b.as_bool())
+        .unwrap_or(false);
+    let text = json.to_string();
+    let spm_like =
+        text.contains("\u{2581}") && (text.contains("Metaspace") || text.contains("Prepend"));
+    if !spm_like {
+        return Err(tok_err(
+            &path,
+            "tokenizer.json is neither byte-level BPE nor SentencePiece-style (no ByteLevel pre-tokenizer, no Metaspace/▁ normalizer)",
+        ));
+    }
+    let base = json_model_vocab(json, &path)?;
+    let added = added_tokens(files);
+    let unk = model
+        .get("unk_token")
+        .and_then(|u| u.as_str())
+        .map(str::to_string);
+    let max_id = base
+        .iter()
+        .map(|(_, id)| *id)
+        .chain(added.iter().map(|a| a.id))
+        .max();
+    let n = table_size(max_id, config, &path)?;
+    let mut tokens: Vec<Option<String>> = vec![None; n];
+    let mut types = vec![token_type::UNUSED; n];
+    let mut scores = vec![-1000.0f32; n];
+    let mut by_id: Vec<(u32, String)> = base.into_iter().map(|(t, id)| (id, t)).collect();
+    by_id.sort();
+    // SentencePiece BPE scores a normal piece by minus its merge rank; vocab ids follow that
+    // rank, so rebuilding the score from the id order reproduces the merge priority.
+    let mut rank = 0u32;
+    for (id, tok) in by_id {
+        let i = id as usize;
+        let is_byte = byte_fallback
+            && tok.len() == 6
+            && tok.starts_with("<0x")
+            && tok.ends_with('>')
+            && u8::from_str_radix(&tok[3..5], 16).is_ok();
+        if Some(&tok) == unk.as_ref() {
+            types[i] = token_type::UNKNOWN;
+            scores[i] = 0.0;
+        } else if is_byte {
+            types[i] = token_type::BYTE;
+            scores[i] = 0.0;
+        } else {
+            types[i] = token_type::NORMAL;
+            scores[i] = -(rank as f32);
+            rank += 1;
+        }
+        tokens[i] = Some(tok);
+    }
+    for a in &added {
+        let i = a.id as usize;
+        if Some(&a.content) == unk.as_ref() {
+            continue;
+        }
+        // Control tokens of the base vocabulary (<s>, </s>) keep score 0 like SentencePiece.
+        let ty = added_type(a);
+        types[i] = ty;
+        scores[i] = if ty == token_type::CONTROL {
+            0.0
+        } else {
+            -1000.0
+        };
+        tokens[i] = Some(if ty == token_type::USER_DEFINED {
+            a.content.replace('\u{2581}', " ")
+        } else {
+            a.content.clone()
+        });
+    }
+    let tokens = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| t.unwrap_or_else(|| format!("[PAD{i}]")))
+        .collect();
+    Ok(Vocab {
+        model: "llama".into(),
+        pre: "default".into(),
+        tokens,
+        scores: Some(scores),
+        token_types: types,
+        add_space_prefix: Some(true),
+        ..Vocab::default()
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// tokenizer.model (SentencePiece ModelProto)
+
+/// A minimal protobuf reader: just what ModelProto needs.
+struct Proto<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Proto<'a> {
+    fn varint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *self.buf.get(self.pos)?;
+            self.pos += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    /// Next field: (field number, wire type, payload). Payload is the slice for
+    /// length-delimited fields, the raw bytes for fixed ones, empty for varints (value in .3).
+    fn field(&mut self) -> Option<(u64, u8, &'a [u8], u64)> {
+        let key = self.varint()?;
+        let (num, wt) = (key >> 3, (key & 7) as u8);
+        match wt {
+            0 => Some((num, wt, &[], self.varint()?)),
+            1 | 5 => {
+                let n = if wt == 1 { 8 } else { 4 };
+                let s = self.buf.get(self.pos..self.pos.checked_add(n)?)?;
+                self.pos += n;
+                Some((num, wt, s, 0))
+            }
+            2 => {
+                let len = usize::try_from(self.varint()?).ok()?;
+                let s = self.buf.get(self.pos..self.pos.checked_add(len)?)?;
+                self.pos += len;
+                Some((num, wt, s, 0))
+            }
+            _ => None,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+}
+
+/// Pieces (text, score, type) and `normalizer_spec.add_dummy_prefix` from a ModelProto.
+fn parse_model_proto(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<(Vec<(String, f32, i32)>, bool), SourceError> {
+    let mut p = Proto { buf: bytes, pos: 0 };
+    let mut pieces = Vec::new();
+    let mut add_dummy_prefix = true;
+    while !p.done() {
+        let at = p.pos;
+        let (num, wt, payload, _) = p
+            .field()
+            .ok_or_else(|| tok_err(path, format!("malformed protobuf at byte {at}")))?;
+        match (num, wt) {
+            (1, 2) => {
+                let mut q = Proto {
+                    buf: payload,
+                    pos: 0,
+                };
+                let (mut text, mut score, mut ty) = (String::new(), 0.0f32, token_type::NORMAL);
+                while !q.done() {
+                    let (n, w, s, v) = q.field().ok_or_else(|| {
+                        tok_err(
+                            path,
+                            format!("malformed piece {} at byte {at}", pieces.len()),
+                        )
+                    })?;
+                    match (n, w) {
+                        (1, 2) => {
+                            text = String::from_utf8(s.to_vec()).map_err(|_| {
+                                tok_err(path, format!("piece {} is not UTF-8", pieces.len()))
+                            })?
+                        }
+                        (2, 5) => score = f32::from_le_bytes(s.try_into().expect("4 bytes")),
+                        (3, 0) => ty = v as i32,
+                        _ => {}
+                    }
+                }
+                pieces.push((text, score, ty));
+            }
+            (3, 2) => {
+                let mut q = Proto {
+                    buf: payload,
+                    pos: 0,
+                };
+                while !q.done() {
+                    let (n, w, _, v) = q
+                        .field()
+                        .ok_or_else(|| tok_err(path, "malformed normalizer_spec"))?;
+                    if (n, w) == (3, 0) {
+                        add_dummy_prefix = v != 0;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if pieces.is_empty() {
+        return Err(tok_err(path, "no pieces: not a SentencePiece model"));
+    }
+    Ok((pieces, add_dummy_prefix))
+}
+
+fn sentencepiece_vocab(
+    path: &Path,
+    bytes: &[u8],
+    files: &Files,
+    config: &HfConfig,
+) -> Result<Vocab, SourceError> {
+    let (pieces, add_dummy_prefix) = parse_model_proto(bytes, path)?;
+    let added: Vec<AddedToken> = added_tokens(files)
+        .into_iter()
+        .filter(|a| a.id as usize >= pieces.len())
+        .collect();
+    let max_id = (pieces.len() as u32)
+        .checked_sub(1)
+        .into_iter()
+        .chain(added.iter().map(|a| a.id))
+        .max();
+    let n = table_size(max_id, config, path)?;
+    let mut tokens: Vec<String> = (0..n).map(|i| format!("[PAD{i}]")).collect();
+    let mut scores = vec![-1000.0f32; n];
+    let mut types = vec![token_type::UNUSED; n];
+    for (i, (text, score, ty)) in pieces.into_iter().enumerate() {
+        tokens[i] = text;
+        scores[i] = score;
+        types[i] = match ty {
+            1..=6 => ty,
+            _ => token_type::NORMAL,
+        };
+    }
+    for a in &added {
+        let i = a.id as usize;
+        let ty = added_type(a);
+        types[i] = ty;
+        tokens[i] = if ty == token_type::USER_DEFINED {
+            a.content.replace('\u{2581}', " ")
+        } else {
+            a.content.clone()
+        };
+    }
+    Ok(Vocab {
+        model: "llama".into(),
+        pre: "default".into(),
+        tokens,
+        scores: Some(scores),
+        token_types: types,
+        add_space_prefix: Some(add_dummy_prefix),
+        ..Vocab::default()
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// special tokens and chat template
+
+fn token_content(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o
+            .get("content")
+            .and_then(|c| c.as_str())
+            .map(str::to_string),
+        _ => None,
+    }
+}
+
+fn special_tokens(vocab: &mut Vocab, files: &Files, config: &HfConfig) {
+    let index: HashMap<&str, u32> = vocab
+        .tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_str(), i as u32))
+        .collect();
+    let n = vocab.tokens.len() as u64;
+    let from_config = |key: &str| -> Option<u32> {
+        let c = files.tokenizer_config.as_ref()?;
+        let content = token_content(c.get(key)?)?;
+        index.get(content.as_str()).copied()
+    };
+    let valid = |id: Option<u64>| id.filter(|&i| i < n).map(|i| i as u32);
+    vocab.bos = from_config("bos_token").or(valid(config.bos_token_id));
+    vocab.eos = from_config("eos_token").or(valid(config.eos_token_id));
+    vocab.unk = from_config("unk_token");
+    vocab.pad = from_config("pad_token").or(valid(config.pad_token_id));
+    if vocab.unk.is_none() && vocab.model == "llama" {
+        vocab.unk = vocab
+            .token_types
+            .iter()
+            .position(|&t| t == token_type::UNKNOWN)
+            .map(|i| i as u32);
+    }
+    let flag = |key: &str| -> Option<bool> {
+        files
+            .tokenizer_config
+            .as_ref()
+            .and_then(|c| c.get(key))
+            .and_then(|v| v.as_bool())
+    };
+    vocab.add_bos = flag("add_bos_token");
+    vocab.add_eos = flag("add_eos_token");
+    // A TemplateProcessing post-processor says the same thing structurally.
+    if let Some((lead, trail)) = files
+        .tokenizer_json
+        .as_ref()
+        .and_then(template_processing_specials)
+    {
+        if vocab.add_bos.is_none() {
+            vocab.add_bos = Some(lead);
+        }
+        if vocab.add_eos.is_none() {
+            vocab.add_eos = Some(trail);
+        }
+    }
+    if vocab.model == "llama" {
+        if let Some(prefix) = flag("add_prefix_space") {
+            vocab.add_space_prefix = Some(prefix);
+        }
+    }
+}
+
+/// (leading special token?, trailing special token?) of a TemplateProcessing `single` template.
+fn template_processing_specials(json: &Value) -> Option<(bool, bool)> {
+    let post = json.get("post_processor")?;
+    let tp = if post.get("type")?.as_str()? == "Sequence" {
+        post.get("processors")?
+            .as_array()?
+            .iter()
+            .find(|p| p.get("type").and_then(|t| t.as_str()) == Some("TemplateProcessing"))?
+    } else {
+        post
+    };
+    if tp.get("type")?.as_str()? != "TemplateProcessing" {
+        return None;
+    }
+    let single = tp.get("single")?.as_array()?;
+    let is_special = |v: &Value| v.get("SpecialToken").is_some();
+    Some((
+        single.first().is_some_and(is_special),
+        single.len() > 1 && single.last().is_some_and(is_special),
+    ))
+}
+
+fn chat_template(files: &Files) -> Result<Option<String>, SourceError> {
+    let jinja = files.dir.join("chat_template.jinja");
+    if jinja.is_file() {
+        return std::fs::read_to_string(&jinja)
+            .map(Some)
+            .map_err(|source| SourceError::Io {
+                path: jinja,
+                source,
+            });
+    }
+    let Some(t) = files
+        .tokenizer_config
+        .as_ref()
+        .and_then(|c| c.get("chat_template"))
+    else {
+        return Ok(None);
+    };
+    Ok(match t {
+        Value::String(s) => Some(s.clone()),
+        // A list of named templates: the one named "default" is the main template.
+        Value::Array(list) => list
+            .iter()
+            .find(|e| e.get("name").and_then(|n| n.as_str()) == Some("default"))
+            .and_then(|e| e.get("template"))
+            .and_then(|t| t.as_str())
+            .map(str::to_string),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn recognises_pre_tokenizers_by_structure() {
+        let gpt2 = json!({"pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "use_regex": true}});
+        assert_eq!(recognise_pre(&gpt2, Path::new("t.json")).unwrap(), "gpt-2");
+        let llama3 = json!({"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": KNOWN_PRE[1].regex}, "behavior": "Isolated", "invert": false},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]}});
+        assert_eq!(
+            recognise_pre(&llama3, Path::new("t.json")).unwrap(),
+            "llama-bpe"
+        );
+        let odd = json!({"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": "\\d+"}},
+            {"type": "ByteLevel", "use_regex": false}]}});
+        let e = recognise_pre(&odd, Path::new("t.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("llama-bpe") && e.contains("gpt-2") && e.contains("t.json"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn merges_in_both_forms() {
+        let j = json!({"model": {"merges": ["a b", ["c d", "e"]]}});
+        assert_eq!(
+            json_merges(&j, Path::new("t")).unwrap(),
+            vec!["a b".to_string(), "c\u{120}d e".to_string()]
+        );
+    }
+
+    fn proto_piece(text: &str, score: f32, ty: u8) -> Vec<u8> {
+        let mut p = vec![0x0a, text.len() as u8];
+        p.extend_from_slice(text.as_bytes());
+        p.push(0x15);
+        p.extend_from_slice(&score.to_le_bytes());
+        p.extend_from_slice(&[0x18, ty]);
+        let mut out = vec![0x0a, p.len() as u8];
+        out.extend(p);
+        out
+    }
+
+    #[test]
+    fn parses_sentencepiece_proto() {
+        let mut m = proto_piece("<unk>", 0.0, 2);
+        m.extend(proto_piece("\u{2581}the", -3.5, 1));
+        m.extend(proto_piece("<0x0A>", 0.0, 6));
+        // normalizer_spec { add_dummy_prefix: false }
+        m.extend_from_slice(&[0x1a, 0x02, 0x18, 0x00]);
+        let (pieces, prefix) = parse_model_proto(&m, Path::new("tokenizer.model")).unwrap();
+        assert_eq!(pieces[1], ("\u{2581}the".to_string(), -3.5, 1));
+        assert_eq!(pieces[2].2, token_type::BYTE);
+        assert!(!prefix);
+        let cut = &m[..m.len() - 7];
+        assert!(parse_model_proto(cut, Path::new("tokenizer.model")).is_err());
+    }
+
+    #[test]
+    fn template_processing_flags() {
+        let j = json!({"post_processor": {"type": "TemplateProcessing", "single": [
+            {"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}]}});
+        assert_eq!(template_processing_specials(&j), Some((true, false)));
+    }
+}
