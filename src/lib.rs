@@ -9,6 +9,7 @@
 pub mod gguf;
 pub mod quant;
 
+pub mod arch;
 #[doc(hidden)]
 pub mod cli;
 pub mod source;
