@@ -12,4 +12,5 @@ pub mod quant;
 pub mod arch;
 #[doc(hidden)]
 pub mod cli;
+pub mod convert;
 pub mod source;

@@ -1,0 +1,414 @@
+//! Output-type recipes (`-t`): what type every tensor gets.
+//!
+//! For an architecture-aware conversion the choice is exactly llama-quantize's
+//! (`llama_tensor_get_type` without imatrix or overrides, non-Falcon, dense): the output tensor
+//! (or the token embedding when tied) goes to Q6_K (Q8_0 for q8_0), K-quant mixes bump
+//! attn_v / ffn_down in the layers `use_more_bits` picks, and a row length that does not divide
+//! the block falls back (Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0, then F16). The counters are
+//! applied in llama-quantize's tensor order: non-block tensors, then by layer, each by name.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::gguf::GgmlType;
+
+/// A `-t` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recipe {
+    F32,
+    F16,
+    Bf16,
+    Q8_0,
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    /// Every quantizable tensor Q4_K (pure; only without an architecture).
+    Q4K,
+    Q4KS,
+    Q4KM,
+    Q6K,
+    Iq4Nl,
+    /// NF4 with double quantization for linear weights; embeddings and output kept F16.
+    Nf4,
+}
+
+/// Names accepted by `-t`, in help order.
+pub const RECIPE_NAMES: &[&str] = &[
+    "f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q4_k_s", "q4_k_m",
+    "q6_k", "iq4_nl", "nf4",
+];
+
+impl FromStr for Recipe {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Recipe, String> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "f32" => Recipe::F32,
+            "f16" => Recipe::F16,
+            "bf16" => Recipe::Bf16,
+            "q8_0" => Recipe::Q8_0,
+            "q4_0" => Recipe::Q4_0,
+            "q4_1" => Recipe::Q4_1,
+            "q5_0" => Recipe::Q5_0,
+            "q5_1" => Recipe::Q5_1,
+            "q4_k" => Recipe::Q4K,
+            "q4_k_s" => Recipe::Q4KS,
+            "q4_k_m" => Recipe::Q4KM,
+            "q6_k" => Recipe::Q6K,
+            "iq4_nl" => Recipe::Iq4Nl,
+            "nf4" => Recipe::Nf4,
+            _ => {
+                return Err(format!(
+                    "unknown type '{s}' (expected one of: {})",
+                    RECIPE_NAMES.join(", ")
+                ))
+            }
+        })
+    }
+}
+
+impl fmt::Display for Recipe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Recipe::F32 => "f32",
+            Recipe::F16 => "f16",
+            Recipe::Bf16 => "bf16",
+            Recipe::Q8_0 => "q8_0",
+            Recipe::Q4_0 => "q4_0",
+            Recipe::Q4_1 => "q4_1",
+            Recipe::Q5_0 => "q5_0",
+            Recipe::Q5_1 => "q5_1",
+            Recipe::Q4K => "q4_k",
+            Recipe::Q4KS => "q4_k_s",
+            Recipe::Q4KM => "q4_k_m",
+            Recipe::Q6K => "q6_k",
+            Recipe::Iq4Nl => "iq4_nl",
+            Recipe::Nf4 => "nf4",
+        };
+        f.write_str(s)
+    }
+}
+
+impl Recipe {
+    /// The type most tensors get (llama-quantize's `llama_ftype_get_default_type`).
+    pub fn default_type(self) -> GgmlType {
+        match self {
+            Recipe::F32 => GgmlType::F32,
+            Recipe::F16 => GgmlType::F16,
+            Recipe::Bf16 => GgmlType::Bf16,
+            Recipe::Q8_0 => GgmlType::Q8_0,
+            Recipe::Q4_0 => GgmlType::Q4_0,
+            Recipe::Q4_1 => GgmlType::Q4_1,
+            Recipe::Q5_0 => GgmlType::Q5_0,
+            Recipe::Q5_1 => GgmlType::Q5_1,
+            Recipe::Q4K | Recipe::Q4KS | Recipe::Q4KM => GgmlType::Q4K,
+            Recipe::Q6K => GgmlType::Q6K,
+            Recipe::Iq4Nl => GgmlType::Iq4Nl,
+            Recipe::Nf4 => GgmlType::Nf4Dq { block: 64 },
+        }
+    }
+
+    /// `general.file_type` (llama_ftype) for this recipe.
+    pub fn file_type(self) -> u32 {
+        match self {
+            Recipe::F32 => 0,
+            Recipe::F16 => 1,
+            Recipe::Q4_0 => 2,
+            Recipe::Q4_1 => 3,
+            Recipe::Q8_0 => 7,
+            Recipe::Q5_0 => 8,
+            Recipe::Q5_1 => 9,
+            // No llama_ftype is "all Q4_K"; MOSTLY_Q4_K_S is the nearest.
+            Recipe::Q4K | Recipe::Q4KS => 14,
+            Recipe::Q4KM => 15,
+            Recipe::Q6K => 18,
+            Recipe::Iq4Nl => 25,
+            Recipe::Bf16 => 32,
+            // Extension: mostly F16 by llama.cpp's reckoning of the tensors it knows.
+            Recipe::Nf4 => 1,
+        }
+    }
+
+    /// True when the recipe quantizes to a ggml block type (llama-quantize semantics).
+    pub fn is_quantized(self) -> bool {
+        self.default_type().is_quantized()
+    }
+}
+
+/// What llama-quantize needs to know about the model to pick types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModelShape {
+    pub n_layer: u32,
+    pub n_head: u32,
+    pub n_head_kv: u32,
+    /// True when the file has no `output.weight` (token_embd doubles as output).
+    pub tied: bool,
+}
+
+impl ModelShape {
+    fn n_gqa(&self) -> u32 {
+        if self.n_head_kv == 0 {
+            1
+        } else {
+            self.n_head / self.n_head_kv
+        }
+    }
+
+    /// llama.cpp's LLM_TYPE_70B for the llama architecture: 80 layers with GQA.
+    fn is_70b(&self) -> bool {
+        self.n_layer == 80 && self.n_head != self.n_head_kv
+    }
+}
+
+/// llama-quantize's `use_more_bits`.
+pub fn use_more_bits(i: i64, n: i64) -> bool {
+    i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2
+}
+
+/// llama-quantize's `tensor_allows_quantization` for the tensors a llama model has.
+pub fn allows_quantization(name: &str, n_dims: usize) -> bool {
+    n_dims >= 2
+        && name.ends_with("weight")
+        && !name.contains("_norm.weight")
+        && !name.contains("ffn_gate_inp.weight")
+}
+
+/// The block layer of a GGUF name (`blk.N.`), or -1.
+pub fn layer_of(name: &str) -> i64 {
+    name.strip_prefix("blk.")
+        .and_then(|r| r.split('.').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(-1)
+}
+
+/// llama-quantize's tensor order: (layer, name) with non-block tensors (-1) first.
+pub fn quantize_order(names: &[String]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..names.len()).collect();
+    idx.sort_by(|&a, &b| {
+        (layer_of(&names[a]), names[a].as_str()).cmp(&(layer_of(&names[b]), names[b].as_str()))
+    });
+    idx
+}
+
+/// Fallback when the row length does not divide the chosen type's block.
+/// Returns the type and whether a fallback happened.
+pub fn fallback(ty: GgmlType, ne0: u64) -> (GgmlType, bool) {
+    if ne0 % ty.block_size() == 0 {
+        return (ty, false);
+    }
+    let next = match ty {
+        GgmlType::Q4K => GgmlType::Q5_0,
+        GgmlType::Q5K => GgmlType::Q5_1,
+        GgmlType::Q6K => GgmlType::Q8_0,
+        GgmlType::Nf4 { .. } | GgmlType::Nf4Dq { .. } => GgmlType::F16,
+        // Q4_0/Q4_1/Q5_x/Q8_0/IQ4_NL have no fallback in llama-quantize except F16.
+        _ => GgmlType::F16,
+    };
+    if ne0 % next.block_size() != 0 {
+        (GgmlType::F16, true)
+    } else {
+        (next, true)
+    }
+}
+
+/// Per-tensor type choice for an architecture-aware conversion, given tensors in file order
+/// (GGUF names and ggml dims). Returns one type per tensor, in the same order.
+pub fn choose_types(
+    recipe: Recipe,
+    shape: ModelShape,
+    tensors: &[(String, Vec<u64>)],
+) -> Vec<GgmlType> {
+    let names: Vec<String> = tensors.iter().map(|t| t.0.clone()).collect();
+    let mut out: Vec<GgmlType> = vec![GgmlType::F32; tensors.len()];
+    let n_attention_wv = names.iter().filter(|n| n.contains("attn_v.weight")).count() as i64;
+    let n_layer = shape.n_layer as i64;
+    let mut i_attention_wv: i64 = 0;
+    let mut i_ffn_down: i64 = 0;
+    for i in quantize_order(&names) {
+        let (name, dims) = &tensors[i];
+        let ne0 = dims[0];
+        if !allows_quantization(name, dims.len()) {
+            out[i] = GgmlType::F32;
+            continue;
+        }
+        let default = recipe.default_type();
+        if recipe == Recipe::Nf4 {
+            // bitsandbytes quantizes nn.Linear weights only; embeddings and lm_head stay in
+            // the compute dtype, which we write as F16.
+            let linear = name.starts_with("blk.");
+            out[i] = if linear {
+                fallback(default, ne0).0
+            } else {
+                GgmlType::F16
+            };
+            continue;
+        }
+        if !default.is_quantized() {
+            out[i] = default;
+            continue;
+        }
+        let mut ty = default;
+        let is_output = name == "output.weight" || (shape.tied && name == "token_embd.weight");
+        if is_output {
+            if ne0 % default.block_size() != 0 {
+                ty = GgmlType::Q8_0;
+            } else if default != GgmlType::Q8_0 {
+                ty = GgmlType::Q6K;
+            }
+        } else if name == "token_embd.weight" {
+            // unchanged for the recipes qforge offers
+        } else if name.contains("attn_v.weight") {
+            match recipe {
+                Recipe::Iq4Nl if shape.n_gqa() >= 4 => ty = GgmlType::Q5K,
+                Recipe::Q4KM if use_more_bits(i_attention_wv, n_attention_wv) => ty = GgmlType::Q6K,
+                Recipe::Q4KS if i_attention_wv < 4 => ty = GgmlType::Q5K,
+                _ => {}
+            }
+            if shape.is_70b() && ty == GgmlType::Q4K {
+                ty = GgmlType::Q5K;
+            }
+            i_attention_wv += 1;
+        } else if name.contains("ffn_down") {
+            let i_layer = i_ffn_down;
+            match recipe {
+                Recipe::Q4KM if use_more_bits(i_layer, n_layer) => ty = GgmlType::Q6K,
+                Recipe::Iq4Nl if i_layer < n_layer / 8 => ty = GgmlType::Q5K,
+                Recipe::Q4KS if i_layer < n_layer / 8 => ty = GgmlType::Q5K,
+                _ => {}
+            }
+            i_ffn_down += 1;
+        }
+        out[i] = fallback(ty, ne0).0;
+    }
+    out
+}
+
+/// Per-tensor type choice without an architecture: every tensor of two or more dimensions
+/// gets the recipe's type (or its fallback), 1-D tensors stay F32.
+pub fn choose_types_pure(recipe: Recipe, tensors: &[(String, Vec<u64>)]) -> Vec<GgmlType> {
+    tensors
+        .iter()
+        .map(|(_, dims)| {
+            if dims.len() < 2 {
+                GgmlType::F32
+            } else {
+                fallback(recipe.default_type(), dims[0]).0
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn llama(n_layer: u32, tied: bool) -> Vec<(String, Vec<u64>)> {
+        let mut t = vec![("token_embd.weight".to_string(), vec![4096, 32000])];
+        if !tied {
+            t.push(("output.weight".into(), vec![4096, 32000]));
+        }
+        t.push(("output_norm.weight".into(), vec![4096]));
+        for l in 0..n_layer {
+            for (n, d) in [
+                ("attn_norm.weight", vec![4096]),
+                ("attn_q.weight", vec![4096, 4096]),
+                ("attn_k.weight", vec![4096, 4096]),
+                ("attn_v.weight", vec![4096, 4096]),
+                ("attn_output.weight", vec![4096, 4096]),
+                ("ffn_norm.weight", vec![4096]),
+                ("ffn_gate.weight", vec![4096, 11008]),
+                ("ffn_up.weight", vec![4096, 11008]),
+                ("ffn_down.weight", vec![11008, 4096]),
+            ] {
+                t.push((format!("blk.{l}.{n}"), d));
+            }
+        }
+        t
+    }
+
+    fn shape(n_layer: u32, tied: bool) -> ModelShape {
+        ModelShape {
+            n_layer,
+            n_head: 32,
+            n_head_kv: 32,
+            tied,
+        }
+    }
+
+    fn type_of(t: &[(String, Vec<u64>)], types: &[GgmlType], name: &str) -> GgmlType {
+        types[t.iter().position(|x| x.0 == name).unwrap()]
+    }
+
+    #[test]
+    fn q4_k_m_bumps_the_documented_32_layer_set() {
+        let t = llama(32, false);
+        let types = choose_types(Recipe::Q4KM, shape(32, false), &t);
+        // Reference: layers 0-3, 28-31 and 6, 9, ..., 27 get Q6_K (gguf-and-ggml.md §5.3).
+        let bumped: Vec<u32> = (0..32)
+            .filter(|&l| type_of(&t, &types, &format!("blk.{l}.attn_v.weight")) == GgmlType::Q6K)
+            .collect();
+        assert_eq!(
+            bumped,
+            vec![0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31]
+        );
+        for l in 0..32 {
+            assert_eq!(
+                type_of(&t, &types, &format!("blk.{l}.ffn_down.weight")),
+                type_of(&t, &types, &format!("blk.{l}.attn_v.weight"))
+            );
+            assert_eq!(
+                type_of(&t, &types, &format!("blk.{l}.attn_q.weight")),
+                GgmlType::Q4K
+            );
+            assert_eq!(
+                type_of(&t, &types, &format!("blk.{l}.attn_norm.weight")),
+                GgmlType::F32
+            );
+        }
+        assert_eq!(type_of(&t, &types, "output.weight"), GgmlType::Q6K);
+        assert_eq!(type_of(&t, &types, "token_embd.weight"), GgmlType::Q4K);
+    }
+
+    #[test]
+    fn tied_embedding_takes_the_output_rule() {
+        let t = llama(2, true);
+        let q4 = choose_types(Recipe::Q4_0, shape(2, true), &t);
+        assert_eq!(type_of(&t, &q4, "token_embd.weight"), GgmlType::Q6K);
+        let q8 = choose_types(Recipe::Q8_0, shape(2, true), &t);
+        assert_eq!(type_of(&t, &q8, "token_embd.weight"), GgmlType::Q8_0);
+        let f16 = choose_types(Recipe::F16, shape(2, true), &t);
+        assert_eq!(type_of(&t, &f16, "token_embd.weight"), GgmlType::F16);
+        assert_eq!(type_of(&t, &f16, "output_norm.weight"), GgmlType::F32);
+    }
+
+    #[test]
+    fn fallbacks_follow_llama_quantize() {
+        assert_eq!(fallback(GgmlType::Q4K, 4096), (GgmlType::Q4K, false));
+        assert_eq!(fallback(GgmlType::Q4K, 4128), (GgmlType::Q5_0, true));
+        assert_eq!(fallback(GgmlType::Q6K, 4128), (GgmlType::Q8_0, true));
+        assert_eq!(fallback(GgmlType::Q4K, 100), (GgmlType::F16, true));
+        assert_eq!(fallback(GgmlType::Q8_0, 100), (GgmlType::F16, true));
+    }
+
+    #[test]
+    fn parse_and_print_round_trip() {
+        for name in RECIPE_NAMES {
+            let r: Recipe = name.parse().unwrap();
+            assert_eq!(&r.to_string(), name);
+        }
+        let e = "q3_k".parse::<Recipe>().unwrap_err();
+        assert!(e.contains("q4_k_m"), "{e}");
+    }
+
+    #[test]
+    fn nf4_keeps_embeddings_f16() {
+        let t = llama(2, false);
+        let types = choose_types(Recipe::Nf4, shape(2, false), &t);
+        assert_eq!(type_of(&t, &types, "token_embd.weight"), GgmlType::F16);
+        assert_eq!(type_of(&t, &types, "output.weight"), GgmlType::F16);
+        assert_eq!(
+            type_of(&t, &types, "blk.0.attn_q.weight"),
+            GgmlType::Nf4Dq { block: 64 }
+        );
+    }
+}
