@@ -1,0 +1,478 @@
+//! The conversion plan: every output tensor's name, shape, type, byte size and source, plus the
+//! complete metadata, all known from headers before any tensor data is touched. The plan is
+//! what `--dry-run` prints and what the streaming executor follows.
+
+use std::path::{Path, PathBuf};
+
+use crate::arch::{Arch, LlamaParams, Transform};
+use crate::gguf::{Array, GgmlType, GgufFile, Metadata, Value};
+use crate::source::tokenizer::{load_vocab, Vocab};
+use crate::source::{Checkpoint, SourceDtype, SourceTensor};
+
+use super::recipe::{choose_types, choose_types_pure, ModelShape, Recipe};
+use super::ConvertError;
+
+/// Metadata key holding one lowercase hex SHA-256 per tensor, in tensor-info order.
+pub const KEY_TENSOR_SHA256: &str = "qforge.tensor_sha256";
+/// Metadata key holding the qforge version that wrote the file.
+pub const KEY_VERSION: &str = "qforge.version";
+
+/// Where an output tensor's values come from.
+#[derive(Clone, Debug)]
+pub enum TensorSource {
+    /// A safetensors tensor of the input checkpoint.
+    Safetensors(SourceTensor),
+    /// Tensor `index` of the input GGUF file.
+    Gguf { index: usize },
+    /// Values computed by the planner (e.g. `rope_freqs.weight`).
+    Generated(Vec<f32>),
+}
+
+/// One output tensor.
+#[derive(Clone, Debug)]
+pub struct PlannedTensor {
+    /// GGUF name.
+    pub name: String,
+    /// ggml dimensions, ne[0] (row length) first.
+    pub dims: Vec<u64>,
+    /// Output type.
+    pub ty: GgmlType,
+    /// Source element type, for the plan table.
+    pub source_type: String,
+    pub source: TensorSource,
+    /// Row reordering applied on the way.
+    pub transform: Transform,
+    /// Round values through f16 before quantizing, so the bytes equal llama-quantize's output
+    /// when it quantizes our own f16 file.
+    pub f16_intermediate: bool,
+}
+
+impl PlannedTensor {
+    pub fn n_elements(&self) -> u64 {
+        self.dims.iter().product()
+    }
+
+    pub fn row_len(&self) -> usize {
+        self.dims[0] as usize
+    }
+
+    pub fn n_rows(&self) -> usize {
+        (self.n_elements() / self.dims[0].max(1)) as usize
+    }
+
+    pub fn n_bytes(&self) -> u64 {
+        self.ty
+            .bytes_for(self.n_elements())
+            .expect("planner only picks types whose block divides the row")
+    }
+}
+
+/// What the converter will do.
+pub struct Plan {
+    pub input: PathBuf,
+    pub recipe: Option<Recipe>,
+    pub metadata: Metadata,
+    pub tensors: Vec<PlannedTensor>,
+    pub alignment: u64,
+}
+
+impl Plan {
+    /// Bytes of tensor data (with alignment padding).
+    pub fn data_bytes(&self) -> u64 {
+        self.tensors
+            .iter()
+            .map(|t| t.n_bytes().div_ceil(self.alignment) * self.alignment)
+            .sum()
+    }
+}
+
+/// The opened input.
+pub enum Input {
+    Checkpoint(Checkpoint),
+    Gguf(GgufFile),
+}
+
+impl Input {
+    /// Open a model folder, a `.safetensors` file or a `.gguf` file.
+    pub fn open(path: &Path) -> Result<Input, ConvertError> {
+        let is_gguf = path.is_file() && {
+            use std::io::Read;
+            let mut magic = [0u8; 4];
+            std::fs::File::open(path)
+                .and_then(|mut f| f.read_exact(&mut magic))
+                .map(|_| &magic == b"GGUF")
+                .unwrap_or(false)
+        };
+        if is_gguf {
+            Ok(Input::Gguf(GgufFile::open(path)?))
+        } else {
+            Ok(Input::Checkpoint(Checkpoint::open(path)?))
+        }
+    }
+}
+
+fn ggml_dims(shape: &[usize]) -> Vec<u64> {
+    if shape.is_empty() {
+        return vec![1];
+    }
+    shape.iter().rev().map(|&d| d as u64).collect()
+}
+
+fn dtype_type(d: SourceDtype) -> GgmlType {
+    match d {
+        SourceDtype::F32 => GgmlType::F32,
+        SourceDtype::F16 => GgmlType::F16,
+        SourceDtype::Bf16 => GgmlType::Bf16,
+    }
+}
+
+/// The default recipe when `-t` is absent: the source precision.
+fn source_precision(tensors: &[SourceTensor]) -> Recipe {
+    match tensors.iter().find(|t| t.shape.len() >= 2).map(|t| t.dtype) {
+        Some(SourceDtype::Bf16) => Recipe::Bf16,
+        Some(SourceDtype::F32) => Recipe::F32,
+        _ => Recipe::F16,
+    }
+}
+
+/// Build the plan for converting `input` with `recipe` (None = keep the source precision).
+pub fn plan(input: &Input, path: &Path, recipe: Option<Recipe>) -> Result<Plan, ConvertError> {
+    match input {
+        Input::Checkpoint(ck) => match &ck.config {
+            Some(config) if !config.architectures.is_empty() || path.is_dir() => {
+                let arch = Arch::detect(config)?;
+                plan_llama(ck, arch, recipe)
+            }
+            _ => plan_plain(ck, recipe),
+        },
+        Input::Gguf(g) => plan_gguf(g, path, recipe),
+    }
+}
+
+fn base_name(path: &Path) -> String {
+    path.file_stem()
+        .or_else(|| path.file_name())
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into())
+}
+
+fn put(m: &mut Metadata, key: &str, v: Value) -> Result<(), ConvertError> {
+    m.insert(key, v).map_err(ConvertError::from)
+}
+
+/// Convert an HF Llama-family checkpoint.
+fn plan_llama(ck: &Checkpoint, arch: Arch, recipe: Option<Recipe>) -> Result<Plan, ConvertError> {
+    let config = ck.config.as_ref().expect("checked by caller");
+    let params = LlamaParams::from_config(config)?;
+    let recipe = recipe.unwrap_or_else(|| source_precision(ck.tensors()));
+
+    let mut tensors: Vec<PlannedTensor> = Vec::new();
+    let mut has_output = false;
+    for t in ck.tensors() {
+        let Some(mapped) = params.map_tensor(&t.name)? else {
+            continue;
+        };
+        has_output |= mapped.name == "output.weight";
+        tensors.push(PlannedTensor {
+            name: mapped.name,
+            dims: ggml_dims(&t.shape),
+            ty: GgmlType::F32,
+            source_type: t.dtype.name().to_string(),
+            source: TensorSource::Safetensors(t.clone()),
+            transform: mapped.transform,
+            f16_intermediate: false,
+        });
+    }
+    if !tensors.iter().any(|t| t.name == "token_embd.weight") {
+        return Err(ConvertError::Plan(format!(
+            "{}: no model.embed_tokens.weight tensor",
+            ck.path.display()
+        )));
+    }
+    if let Some(freqs) = &params.rope_freqs {
+        tensors.push(PlannedTensor {
+            name: "rope_freqs.weight".into(),
+            dims: vec![freqs.len() as u64],
+            ty: GgmlType::F32,
+            source_type: "computed".into(),
+            source: TensorSource::Generated(freqs.clone()),
+            transform: Transform::None,
+            f16_intermediate: false,
+        });
+    }
+    // llama-quantize's tensor order, so the file is laid out as llama.cpp lays out its own.
+    let names: Vec<String> = tensors.iter().map(|t| t.name.clone()).collect();
+    let order = super::recipe::quantize_order(&names);
+    let mut tensors: Vec<PlannedTensor> = order.into_iter().map(|i| tensors[i].clone()).collect();
+
+    let shape = ModelShape {
+        n_layer: params.n_layer,
+        n_head: params.n_head,
+        n_head_kv: params.n_head_kv.unwrap_or(params.n_head),
+        tied: !has_output,
+    };
+    let spec: Vec<(String, Vec<u64>)> = tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.dims.clone()))
+        .collect();
+    let types = choose_types(recipe, shape, &spec);
+    for (t, ty) in tensors.iter_mut().zip(types) {
+        t.ty = ty;
+        t.f16_intermediate = ty.is_quantized() && !ty.is_extension();
+    }
+
+    let vocab = load_vocab(&ck.path, config)?;
+    let mut m = Metadata::new();
+    put(&mut m, "general.architecture", Value::String(arch.gguf_name().into()))?;
+    put(&mut m, "general.type", Value::String("model".into()))?;
+    put(&mut m, "general.name", Value::String(base_name(&ck.path)))?;
+    let a = arch.gguf_name();
+    let u = |v: u32| Value::U32(v);
+    put(&mut m, &format!("{a}.block_count"), u(params.n_layer))?;
+    put(&mut m, &format!("{a}.context_length"), u(params.n_ctx))?;
+    put(&mut m, &format!("{a}.embedding_length"), u(params.n_embd))?;
+    put(&mut m, &format!("{a}.feed_forward_length"), u(params.n_ff))?;
+    put(&mut m, &format!("{a}.attention.head_count"), u(params.n_head))?;
+    if let Some(kv) = params.n_head_kv {
+        put(&mut m, &format!("{a}.attention.head_count_kv"), u(kv))?;
+    }
+    if let Some(theta) = params.rope_theta {
+        put(&mut m, &format!("{a}.rope.freq_base"), Value::F32(theta))?;
+    }
+    put(
+        &mut m,
+        &format!("{a}.attention.layer_norm_rms_epsilon"),
+        Value::F32(params.rms_eps),
+    )?;
+    if let Some(hd) = params.head_dim {
+        put(&mut m, &format!("{a}.attention.key_length"), u(hd))?;
+        put(&mut m, &format!("{a}.attention.value_length"), u(hd))?;
+    }
+    put(&mut m, "general.file_type", u(recipe.file_type()))?;
+    let vocab_size = params
+        .vocab_size
+        .unwrap_or(vocab.tokens.len() as u32);
+    put(&mut m, &format!("{a}.vocab_size"), u(vocab_size))?;
+    put(&mut m, &format!("{a}.rope.dimension_count"), u(params.rope_dim))?;
+    if let Some(f) = params.rope_linear_factor {
+        put(&mut m, &format!("{a}.rope.scaling.type"), Value::String("linear".into()))?;
+        put(&mut m, &format!("{a}.rope.scaling.factor"), Value::F32(f))?;
+    }
+    put_vocab(&mut m, &vocab)?;
+    finish_metadata(&mut m, &tensors, recipe)?;
+    Ok(Plan {
+        input: ck.path.clone(),
+        recipe: Some(recipe),
+        metadata: m,
+        tensors,
+        alignment: 32,
+    })
+}
+
+fn put_vocab(m: &mut Metadata, v: &Vocab) -> Result<(), ConvertError> {
+    put(m, "tokenizer.ggml.model", Value::String(v.model.clone()))?;
+    put(m, "tokenizer.ggml.pre", Value::String(v.pre.clone()))?;
+    put(
+        m,
+        "tokenizer.ggml.tokens",
+        Value::Array(Array::String(v.tokens.clone())),
+    )?;
+    if let Some(scores) = &v.scores {
+        put(m, "tokenizer.ggml.scores", Value::Array(Array::F32(scores.clone())))?;
+    }
+    put(
+        m,
+        "tokenizer.ggml.token_type",
+        Value::Array(Array::I32(v.token_types.clone())),
+    )?;
+    if !v.merges.is_empty() {
+        put(
+            m,
+            "tokenizer.ggml.merges",
+            Value::Array(Array::String(v.merges.clone())),
+        )?;
+    }
+    for (key, id) in [
+        ("tokenizer.ggml.bos_token_id", v.bos),
+        ("tokenizer.ggml.eos_token_id", v.eos),
+        ("tokenizer.ggml.unknown_token_id", v.unk),
+        ("tokenizer.ggml.padding_token_id", v.pad),
+    ] {
+        if let Some(id) = id {
+            put(m, key, Value::U32(id))?;
+        }
+    }
+    for (key, flag) in [
+        ("tokenizer.ggml.add_bos_token", v.add_bos),
+        ("tokenizer.ggml.add_eos_token", v.add_eos),
+        ("tokenizer.ggml.add_space_prefix", v.add_space_prefix),
+    ] {
+        if let Some(flag) = flag {
+            put(m, key, Value::Bool(flag))?;
+        }
+    }
+    if let Some(t) = &v.chat_template {
+        put(m, "tokenizer.chat_template", Value::String(t.clone()))?;
+    }
+    Ok(())
+}
+
+/// Keys every qforge file ends with: the quantization version, our version, extension-type
+/// metadata and the placeholder for the tensor hashes.
+fn finish_metadata(
+    m: &mut Metadata,
+    tensors: &[PlannedTensor],
+    _recipe: Recipe,
+) -> Result<(), ConvertError> {
+    put(m, "general.quantization_version", Value::U32(2))?;
+    put(m, KEY_VERSION, Value::String(env!("CARGO_PKG_VERSION").into()))?;
+    if tensors.iter().any(|t| t.ty.is_extension()) {
+        super::nf4_meta::put_nf4_metadata(m)?;
+    }
+    // Same-length placeholders, patched once every tensor's hash is known.
+    put(
+        m,
+        KEY_TENSOR_SHA256,
+        Value::Array(Array::String(vec!["0".repeat(64); tensors.len()])),
+    )?;
+    Ok(())
+}
+
+/// Convert a bare safetensors file (or folder without config): names kept, every tensor of
+/// two or more dimensions gets the recipe's type.
+fn plan_plain(ck: &Checkpoint, recipe: Option<Recipe>) -> Result<Plan, ConvertError> {
+    let recipe = recipe.unwrap_or_else(|| source_precision(ck.tensors()));
+    let mut tensors: Vec<PlannedTensor> = ck
+        .tensors()
+        .iter()
+        .map(|t| PlannedTensor {
+            name: t.name.clone(),
+            dims: ggml_dims(&t.shape),
+            ty: GgmlType::F32,
+            source_type: t.dtype.name().into(),
+            source: TensorSource::Safetensors(t.clone()),
+            transform: Transform::None,
+            f16_intermediate: false,
+        })
+        .collect();
+    let spec: Vec<(String, Vec<u64>)> = tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.dims.clone()))
+        .collect();
+    for (t, ty) in tensors.iter_mut().zip(choose_types_pure(recipe, &spec)) {
+        t.ty = ty;
+    }
+    check_names(&tensors)?;
+    let mut m = Metadata::new();
+    put(&mut m, "general.name", Value::String(base_name(&ck.path)))?;
+    put(&mut m, "general.file_type", Value::U32(recipe.file_type()))?;
+    finish_metadata(&mut m, &tensors, recipe)?;
+    Ok(Plan {
+        input: ck.path.clone(),
+        recipe: Some(recipe),
+        metadata: m,
+        tensors,
+        alignment: 32,
+    })
+}
+
+fn check_names(tensors: &[PlannedTensor]) -> Result<(), ConvertError> {
+    for t in tensors {
+        if t.name.len() >= 64 {
+            return Err(ConvertError::Plan(format!(
+                "tensor '{}': name is {} bytes; GGUF allows at most 63",
+                t.name,
+                t.name.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Re-type a GGUF file: metadata kept, tensor types re-chosen (or dequantized to f32/f16).
+fn plan_gguf(g: &GgufFile, path: &Path, recipe: Option<Recipe>) -> Result<Plan, ConvertError> {
+    let recipe = recipe.ok_or_else(|| {
+        ConvertError::Plan(format!(
+            "{}: a GGUF input needs -t (the type to convert to)",
+            path.display()
+        ))
+    })?;
+    let mut tensors = Vec::new();
+    for (index, info) in g.tensors().iter().enumerate() {
+        if super::nf4_meta::is_state_tensor(&info.name) {
+            continue; // consumed with the tensor it belongs to
+        }
+        tensors.push(PlannedTensor {
+            name: info.name.clone(),
+            dims: info.dims.clone(),
+            ty: info.ty,
+            source_type: info.ty.name(),
+            source: TensorSource::Gguf { index },
+            transform: Transform::None,
+            f16_intermediate: false,
+        });
+    }
+    let spec: Vec<(String, Vec<u64>)> = tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.dims.clone()))
+        .collect();
+    let arch = g
+        .metadata()
+        .get("general.architecture")
+        .and_then(|v| match v {
+            Value::String(s) => Some(s.clone()),
+            _ => None,
+        });
+    let types = if arch.as_deref() == Some("llama") && recipe.is_quantized() {
+        let get = |k: &str| -> u32 {
+            match g.metadata().get(&format!("llama.{k}")) {
+                Some(Value::U32(v)) => *v,
+                _ => 0,
+            }
+        };
+        let n_head = get("attention.head_count");
+        let kv = get("attention.head_count_kv");
+        let shape = ModelShape {
+            n_layer: get("block_count"),
+            n_head,
+            n_head_kv: if kv == 0 { n_head } else { kv },
+            tied: !tensors.iter().any(|t| t.name == "output.weight"),
+        };
+        choose_types(recipe, shape, &spec)
+    } else {
+        // Dequantizing (or a file we do not know): types by dimension, like the pure recipe,
+        // but keep the original 1-D types' F32.
+        choose_types_pure(recipe, &spec)
+    };
+    for (t, ty) in tensors.iter_mut().zip(types) {
+        t.f16_intermediate = false;
+        t.ty = ty;
+    }
+    let mut m = Metadata::new();
+    for (k, v) in g.metadata().iter() {
+        if k == KEY_TENSOR_SHA256
+            || k == KEY_VERSION
+            || k == "general.file_type"
+            || k == "general.quantization_version"
+            || k.starts_with("qforge.nf4.")
+            || k == "general.alignment"
+        {
+            continue;
+        }
+        put(&mut m, k, v.clone())?;
+    }
+    put(&mut m, "general.file_type", Value::U32(recipe.file_type()))?;
+    finish_metadata(&mut m, &tensors, recipe)?;
+    Ok(Plan {
+        input: path.to_path_buf(),
+        recipe: Some(recipe),
+        metadata: m,
+        tensors,
+        alignment: 32,
+    })
+}
+
+/// The source dtype of a planned safetensors tensor as a ggml type.
+pub fn source_ggml_type(t: &SourceTensor) -> GgmlType {
+    dtype_type(t.dtype)
+}

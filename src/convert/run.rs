@@ -1,0 +1,222 @@
+//! Streaming execution of a [`Plan`]: the header is written first, then every tensor is read
+//! in row chunks, transformed, quantized in parallel and written strictly in order.
+//!
+//! Memory stays at about `threads × chunk` (plus the output bytes of one wave of chunks): no
+//! tensor is ever held whole. Output bytes do not depend on the thread count, because every
+//! chunk is a whole number of rows and rows are quantized independently.
+
+use std::path::Path;
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use crate::gguf::{Array, GgmlType, GgufFileWriter, TensorSpec, Value};
+use crate::quant;
+
+use super::plan::{Input, Plan, PlannedTensor, TensorSource, KEY_TENSOR_SHA256};
+use super::ConvertError;
+
+/// Execution settings.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Worker threads (0 = all cores).
+    pub threads: usize,
+    /// Target elements per chunk (rounded to whole rows, at least one row).
+    pub chunk_elements: usize,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            threads: 0,
+            chunk_elements: 1 << 20,
+            progress: false,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    pub tensors: usize,
+    pub data_bytes: u64,
+    pub sha256: Vec<[u8; 32]>,
+    pub seconds: f64,
+}
+
+fn hex(h: &[u8; 32]) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Run `plan` over `input`, writing `out` atomically (a temp file renamed at the end).
+pub fn execute(
+    plan: &Plan,
+    input: &Input,
+    out: &Path,
+    opts: &RunOptions,
+) -> Result<RunReport, ConvertError> {
+    let start = Instant::now();
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        opts.threads
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| ConvertError::Plan(format!("cannot start {threads} threads: {e}")))?;
+    let specs: Vec<TensorSpec> = plan
+        .tensors
+        .iter()
+        .map(|t| TensorSpec {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            ty: t.ty,
+        })
+        .collect();
+    let mut writer = GgufFileWriter::create(out, &plan.metadata, &specs, plan.alignment)
+        .map_err(|e| ConvertError::output(out, e))?;
+    let bar = progress_bar(opts.progress, plan.data_bytes());
+    for t in &plan.tensors {
+        let rows_per_chunk = (opts.chunk_elements / t.row_len().max(1)).max(1);
+        let n_rows = t.n_rows();
+        let chunks: Vec<(usize, usize)> = (0..n_rows)
+            .step_by(rows_per_chunk)
+            .map(|r0| (r0, (r0 + rows_per_chunk).min(n_rows)))
+            .collect();
+        for wave in chunks.chunks(threads) {
+            let produced: Vec<Vec<u8>> = pool.install(|| {
+                wave.par_iter()
+                    .map(|&(r0, r1)| produce_rows(t, input, r0, r1))
+                    .collect::<Result<Vec<_>, _>>()
+            })?;
+            for bytes in produced {
+                writer
+                    .write_tensor_data(&bytes)
+                    .map_err(|e| ConvertError::output(out, e))?;
+                if let Some(b) = &bar {
+                    b.inc(bytes.len() as u64);
+                }
+            }
+        }
+        if let (Input::Checkpoint(ck), TensorSource::Safetensors(src)) = (input, &t.source) {
+            ck.release(src);
+        }
+    }
+    let hashes = writer.tensor_hashes();
+    let hex_hashes: Vec<String> = hashes.iter().map(hex).collect();
+    writer
+        .patch_value(KEY_TENSOR_SHA256, &Value::Array(Array::String(hex_hashes)))
+        .map_err(|e| ConvertError::output(out, e))?;
+    writer.finish().map_err(|e| ConvertError::output(out, e))?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    Ok(RunReport {
+        tensors: plan.tensors.len(),
+        data_bytes: plan.data_bytes(),
+        sha256: hashes,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+fn progress_bar(enabled: bool, total: u64) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !enabled || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("static template"),
+    );
+    Some(bar)
+}
+
+/// Output bytes of rows `[r0, r1)` of tensor `t`.
+fn produce_rows(
+    t: &PlannedTensor,
+    input: &Input,
+    r0: usize,
+    r1: usize,
+) -> Result<Vec<u8>, ConvertError> {
+    let row_len = t.row_len();
+    let n_rows = t.n_rows();
+    let mut values = vec![0f32; (r1 - r0) * row_len];
+    for (i, row) in values.chunks_exact_mut(row_len).enumerate() {
+        let src_row = t.transform.source_row(r0 + i, n_rows);
+        read_row(t, input, src_row, row)?;
+    }
+    let non_finite = |index: usize, value: f32, what: &str| {
+        let row = t.transform.source_row(r0 + index / row_len, n_rows);
+        ConvertError::NonFinite {
+            tensor: t.name.clone(),
+            index: row as u64 * row_len as u64 + (index % row_len) as u64,
+            value,
+            what: what.to_string(),
+        }
+    };
+    if let Some((i, v)) = quant::first_non_finite(&values) {
+        return Err(non_finite(i, v, "in the source"));
+    }
+    if t.f16_intermediate {
+        // llama.cpp quantizes from our f16 file: round through f16 the same way.
+        let mut half = vec![0u8; values.len() * 2];
+        quant::quantize(GgmlType::F16, &values, &mut half).expect("finite values");
+        quant::dequantize(GgmlType::F16, &half, &mut values).expect("lengths match");
+        if let Some((i, v)) = quant::first_non_finite(&values) {
+            return Err(non_finite(i, v, "after rounding to f16 (the value exceeds f16's range)"));
+        }
+    }
+    let n_bytes = t
+        .ty
+        .bytes_for(values.len() as u64)
+        .expect("whole rows of a planned type") as usize;
+    let mut out = vec![0u8; n_bytes];
+    quant::quantize(t.ty, &values, &mut out).map_err(|e| ConvertError::Quant {
+        tensor: t.name.clone(),
+        source: e,
+    })?;
+    Ok(out)
+}
+
+/// Read source row `row` of `t` as f32.
+fn read_row(
+    t: &PlannedTensor,
+    input: &Input,
+    row: usize,
+    out: &mut [f32],
+) -> Result<(), ConvertError> {
+    let row_len = out.len();
+    match (&t.source, input) {
+        (TensorSource::Safetensors(src), Input::Checkpoint(ck)) => {
+            ck.read_f32(src, row * row_len, out);
+            Ok(())
+        }
+        (TensorSource::Gguf { index }, Input::Gguf(g)) => {
+            let info = &g.tensors()[*index];
+            let row_bytes = info
+                .ty
+                .bytes_for(row_len as u64)
+                .expect("validated by the reader") as usize;
+            let data = g.tensor_data(*index);
+            let bytes = &data[row * row_bytes..(row + 1) * row_bytes];
+            quant::dequantize(info.ty, bytes, out).map_err(|e| ConvertError::Quant {
+                tensor: t.name.clone(),
+                source: e,
+            })
+        }
+        (TensorSource::Generated(values), _) => {
+            out.copy_from_slice(&values[row * row_len..(row + 1) * row_len]);
+            Ok(())
+        }
+        _ => Err(ConvertError::Plan(format!(
+            "tensor '{}': source does not match the input",
+            t.name
+        ))),
+    }
+}
