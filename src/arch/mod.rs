@@ -77,6 +77,20 @@ impl Transform {
     }
 }
 
+impl Transform {
+    /// How many leading source rows are fully consumed once output rows `[0, out_rows)` are
+    /// done, so their pages can be released while the rest of the tensor streams.
+    pub fn source_rows_done(self, out_rows: usize, n_rows: usize) -> usize {
+        match self {
+            Transform::None => out_rows,
+            Transform::PermuteRope { n_head } => {
+                let hd = (n_rows / n_head).max(1);
+                out_rows / hd * hd
+            }
+        }
+    }
+}
+
 /// A tensor's place in the GGUF file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mapped {
@@ -330,6 +344,14 @@ mod tests {
         let got: Vec<usize> = (0..n).map(|r| t.source_row(r, n)).collect();
         assert_eq!(got, expected);
         assert_eq!(&got[..4], &[0, 4, 1, 5]);
+        // Every source row below source_rows_done is used by some output row below out_rows.
+        for done in 0..=n {
+            let prefix = t.source_rows_done(done, n);
+            assert!(prefix <= done);
+            for src in 0..prefix {
+                assert!(got[..done].contains(&src));
+            }
+        }
     }
 
     #[test]

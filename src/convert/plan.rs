@@ -218,7 +218,8 @@ fn plan_llama(ck: &Checkpoint, arch: Arch, recipe: Option<Recipe>) -> Result<Pla
     let types = choose_types(recipe, shape, &spec);
     for (t, ty) in tensors.iter_mut().zip(types) {
         t.ty = ty;
-        t.f16_intermediate = ty.is_quantized() && !ty.is_extension();
+        // An f16 source is already on the f16 grid; rounding again would be a no-op.
+        t.f16_intermediate = ty.is_quantized() && !ty.is_extension() && t.source_type != "F16";
     }
 
     let vocab = load_vocab(&ck.path, config)?;

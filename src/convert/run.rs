@@ -100,6 +100,13 @@ pub fn execute(
                     b.inc(bytes.len() as u64);
                 }
             }
+            // Resident memory must not grow with the tensor: drop the source pages that no
+            // later chunk needs.
+            if let (Input::Checkpoint(ck), TensorSource::Safetensors(src)) = (input, &t.source) {
+                let done_rows = wave.last().map_or(0, |c| c.1);
+                let src_rows = t.transform.source_rows_done(done_rows, n_rows);
+                ck.release_prefix(src, src_rows * t.row_len());
+            }
         }
         if let (Input::Checkpoint(ck), TensorSource::Safetensors(src)) = (input, &t.source) {
             ck.release(src);
@@ -149,7 +156,7 @@ fn produce_rows(
     let mut values = vec![0f32; (r1 - r0) * row_len];
     for (i, row) in values.chunks_exact_mut(row_len).enumerate() {
         let src_row = t.transform.source_row(r0 + i, n_rows);
-        read_row(t, input, src_row, row)?;
+        read_source_row(t, input, src_row, row)?;
     }
     let non_finite = |index: usize, value: f32, what: &str| {
         let row = t.transform.source_row(r0 + index / row_len, n_rows);
@@ -185,7 +192,7 @@ fn produce_rows(
 }
 
 /// Read source row `row` of `t` as f32.
-fn read_row(
+pub(crate) fn read_source_row(
     t: &PlannedTensor,
     input: &Input,
     row: usize,

@@ -230,6 +230,12 @@ impl Checkpoint {
     pub fn release(&self, t: &SourceTensor) {
         self.files[t.file].release(t.range.clone());
     }
+
+    /// Drop the pages of a tensor's first `n_elements` elements from resident memory.
+    pub fn release_prefix(&self, t: &SourceTensor, n_elements: usize) {
+        let end = (t.range.start + n_elements * t.dtype.size()).min(t.range.end);
+        self.files[t.file].release(t.range.start..end);
+    }
 }
 
 /// Shard file names from an index, sorted, and the tensor -> shard map.

@@ -1,0 +1,170 @@
+//! `qforge convert` and `qforge verify`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+
+use crate::convert::{self, Input, Recipe, RunOptions, RECIPE_NAMES};
+use crate::gguf::GgufFile;
+
+#[derive(clap::Args, Debug)]
+pub struct ConvertArgs {
+    /// A Hugging Face model folder, a .safetensors file, or a .gguf file.
+    pub input: PathBuf,
+    /// Output type (f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k q4_k_s q4_k_m q6_k iq4_nl nf4).
+    /// Default: the source precision.
+    #[arg(short = 't', long = "type", value_parser = parse_recipe)]
+    pub recipe: Option<Recipe>,
+    /// Output GGUF file (written atomically: nothing appears under this name on failure).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Print the plan (tensor, shape, source type -> output type, bytes) and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Worker threads (default: all cores). Output bytes do not depend on it.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// No progress bar or summary.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+fn parse_recipe(s: &str) -> Result<Recipe, String> {
+    s.parse()
+}
+
+fn human(bytes: u64) -> String {
+    let mut v = bytes as f64;
+    for unit in ["B", "KiB", "MiB", "GiB", "TiB"] {
+        if v < 1024.0 || unit == "TiB" {
+            return if unit == "B" {
+                format!("{bytes} B")
+            } else {
+                format!("{v:.2} {unit}")
+            };
+        }
+        v /= 1024.0;
+    }
+    unreachable!()
+}
+
+pub fn run(args: ConvertArgs) -> anyhow::Result<i32> {
+    let _ = RECIPE_NAMES;
+    let input = Input::open(&args.input)
+        .with_context(|| format!("cannot open {}", args.input.display()))?;
+    let plan = convert::plan(&input, &args.input, args.recipe)?;
+    if args.dry_run {
+        println!(
+            "{:<40} {:<22} {:>6} -> {:<9} {:>12}",
+            "tensor", "shape (ggml)", "source", "type", "bytes"
+        );
+        for t in &plan.tensors {
+            println!(
+                "{:<40} {:<22} {:>6} -> {:<9} {:>12}",
+                t.name,
+                format!("{:?}", t.dims),
+                t.source_type,
+                t.ty.name(),
+                t.n_bytes()
+            );
+        }
+        println!(
+            "{} tensors, {} of tensor data ({} recipe)",
+            plan.tensors.len(),
+            human(plan.data_bytes()),
+            plan.recipe.map(|r| r.to_string()).unwrap_or_default()
+        );
+        return Ok(0);
+    }
+    let Some(out) = args.output else {
+        bail!("-o/--output is required (or use --dry-run)");
+    };
+    let opts = RunOptions {
+        threads: args.threads,
+        progress: !args.quiet,
+        ..RunOptions::default()
+    };
+    let report = convert::execute(&plan, &input, &out, &opts)?;
+    if !args.quiet {
+        eprintln!(
+            "wrote {} ({} tensors, {} of tensor data) in {:.2}s",
+            out.display(),
+            report.tensors,
+            human(report.data_bytes),
+            report.seconds
+        );
+        if plan.tensors.iter().any(|t| t.ty.is_extension()) {
+            eprintln!(
+                "note: {} uses qforge extension types (NF4); llama.cpp cannot load it. \
+                 'qforge convert {} -t f16 -o out.gguf' turns it into a file llama.cpp loads.",
+                out.display(),
+                out.display()
+            );
+        }
+    }
+    Ok(0)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct VerifyArgs {
+    /// The GGUF file to check.
+    pub file: PathBuf,
+    /// Also compare every tensor with the checkpoint it was converted from.
+    #[arg(long, value_name = "MODEL")]
+    pub against: Option<PathBuf>,
+    /// Print one JSON document instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn verify(args: VerifyArgs) -> anyhow::Result<i32> {
+    let file = match GgufFile::open(&args.file) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(1);
+        }
+    };
+    let mut report = convert::verify_hashes(&file)?;
+    if let Some(src) = &args.against {
+        report.against = convert::verify_against(&file, src)?;
+    }
+    let ok = report.mismatched.is_empty();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        if report.has_hashes {
+            println!(
+                "structure ok; {} tensor hashes checked, {} mismatched",
+                report.hashed,
+                report.mismatched.len()
+            );
+        } else {
+            println!("structure ok; the file carries no qforge tensor hashes");
+        }
+        for m in &report.mismatched {
+            println!(
+                "MISMATCH {}: stored {} but data hashes to {}",
+                m.name, m.expected, m.actual
+            );
+        }
+        if !report.against.is_empty() {
+            println!(
+                "\n{:<40} {:<8} {:>12} {:>12} {:>12} {:>9}",
+                "tensor", "type", "elements", "rmse", "max_abs", "snr_db"
+            );
+            for e in &report.against {
+                println!(
+                    "{:<40} {:<8} {:>12} {:>12.6} {:>12.6} {:>9}",
+                    e.name,
+                    e.ty,
+                    e.elements,
+                    e.rmse,
+                    e.max_abs,
+                    e.snr_db.map_or("exact".into(), |s| format!("{s:.2}"))
+                );
+            }
+        }
+    }
+    Ok(if ok { 0 } else { 1 })
+}

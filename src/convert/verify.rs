@@ -1,0 +1,144 @@
+//! `verify`: re-check a GGUF file's structure and the SHA-256 of every tensor against the
+//! hashes qforge stored, and optionally measure each tensor's error against the source
+//! checkpoint it was converted from.
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::gguf::{GgufFile, Value};
+use crate::quant;
+
+use super::plan::{plan, Input, TensorSource, KEY_TENSOR_SHA256};
+use super::ConvertError;
+
+/// Hash check result of one tensor.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct HashCheck {
+    pub name: String,
+    pub expected: String,
+    pub actual: String,
+}
+
+/// Error statistics of one tensor against its source.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct TensorError {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub elements: u64,
+    pub rmse: f64,
+    pub max_abs: f64,
+    /// 10·log10(Σx² / Σ(x−y)²); infinite (reported as null in JSON) for an exact copy.
+    pub snr_db: Option<f64>,
+}
+
+/// The result of `verify`.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct VerifyReport {
+    /// Tensors whose hash was checked.
+    pub hashed: usize,
+    /// Tensors whose data does not match the stored hash.
+    pub mismatched: Vec<HashCheck>,
+    /// False when the file carries no qforge hashes.
+    pub has_hashes: bool,
+    /// Per-tensor error against the source (with `--against`).
+    pub against: Vec<TensorError>,
+    /// Source tensors with no counterpart in the file, and file tensors with none in the source.
+    pub unmatched: Vec<String>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Check every stored tensor hash of `file`.
+pub fn verify_hashes(file: &GgufFile) -> Result<VerifyReport, ConvertError> {
+    let mut report = VerifyReport::default();
+    let Some(value) = file.metadata().get(KEY_TENSOR_SHA256) else {
+        return Ok(report);
+    };
+    let hashes = match value {
+        Value::Array(crate::gguf::Array::String(h)) => h,
+        _ => {
+            return Err(ConvertError::Plan(format!(
+                "{}: key '{KEY_TENSOR_SHA256}' is not an array of strings",
+                file.path().display()
+            )))
+        }
+    };
+    if hashes.len() != file.tensors().len() {
+        return Err(ConvertError::Plan(format!(
+            "{}: key '{KEY_TENSOR_SHA256}' has {} entries for {} tensors",
+            file.path().display(),
+            hashes.len(),
+            file.tensors().len()
+        )));
+    }
+    report.has_hashes = true;
+    for (i, (info, expected)) in file.tensors().iter().zip(hashes).enumerate() {
+        let actual = hex(&Sha256::digest(file.tensor_data(i)));
+        report.hashed += 1;
+        if &actual != expected {
+            report.mismatched.push(HashCheck {
+                name: info.name.clone(),
+                expected: expected.clone(),
+                actual,
+            });
+        }
+    }
+    Ok(report)
+}
+
+/// Compare every tensor of `file` with the tensor it was made from in `source`.
+pub fn verify_against(file: &GgufFile, source: &Path) -> Result<Vec<TensorError>, ConvertError> {
+    let input = Input::open(source)?;
+    // Planning the source again gives every GGUF name with its source tensor and row order.
+    let p = plan(&input, source, None)?;
+    let mut out = Vec::new();
+    for t in &p.tensors {
+        let Some(index) = file.tensors().iter().position(|x| x.name == t.name) else {
+            continue;
+        };
+        let info = &file.tensors()[index];
+        if info.dims != t.dims {
+            return Err(ConvertError::Plan(format!(
+                "tensor '{}': shape {:?} in the file but {:?} in the source",
+                t.name, info.dims, t.dims
+            )));
+        }
+        if matches!(t.source, TensorSource::Generated(_)) {
+            continue;
+        }
+        let row_len = t.row_len();
+        let row_bytes = info.ty.bytes_for(row_len as u64).unwrap_or(0) as usize;
+        let data = file.tensor_data(index);
+        let mut want = vec![0f32; row_len];
+        let mut got = vec![0f32; row_len];
+        let (mut se, mut sx, mut max_abs) = (0f64, 0f64, 0f64);
+        for r in 0..t.n_rows() {
+            super::run::read_source_row(t, &input, t.transform.source_row(r, t.n_rows()), &mut want)?;
+            quant::dequantize(info.ty, &data[r * row_bytes..(r + 1) * row_bytes], &mut got)
+                .map_err(|e| ConvertError::Quant {
+                    tensor: t.name.clone(),
+                    source: e,
+                })?;
+            for (&a, &b) in want.iter().zip(&got) {
+                let d = a as f64 - b as f64;
+                se += d * d;
+                sx += a as f64 * a as f64;
+                max_abs = max_abs.max(d.abs());
+            }
+        }
+        let n = t.n_elements();
+        out.push(TensorError {
+            name: t.name.clone(),
+            ty: info.ty.name(),
+            elements: n,
+            rmse: (se / n.max(1) as f64).sqrt(),
+            max_abs,
+            snr_db: (se > 0.0).then(|| 10.0 * (sx / se).log10()),
+        });
+    }
+    Ok(out)
+}
