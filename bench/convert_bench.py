@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Whole-command convert benchmark: wall time and peak RSS of `qforge convert` to q8_0 and
+q4_k_m, next to llama.cpp quantizing the same model's f16 GGUF through its library API
+(llama-cpp-python's `llama_model_quantize`) and a plain copy of the source bytes, all in the
+same run on the same thread count. Prints a Markdown table with ratios.
+
+    python3 bench/convert_bench.py --gb 1.5 --threads 2 [--keep]
+
+The synthetic checkpoint is made by scripts/make_synthetic_checkpoint.py (cached in --work).
+Runs are warm-cache: each input is read once before it is timed.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QFORGE = os.path.join(ROOT, "target", "release", "qforge")
+
+LLAMA_QUANTIZE = r"""
+import sys, llama_cpp
+src, dst, ftype, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+p = llama_cpp.llama_model_quantize_default_params()
+p.ftype = ftype
+p.nthread = threads
+rc = llama_cpp.llama_model_quantize(src.encode(), dst.encode(), p)
+sys.exit(rc)
+"""
+FTYPES = {"q8_0": 7, "q4_k_m": 15}
+
+
+def timed(cmd):
+    with tempfile.NamedTemporaryFile("r") as t:
+        subprocess.run(["/usr/bin/time", "-f", "%e %M", "-o", t.name] + cmd, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wall, rss_kb = t.read().split()
+    return float(wall), int(rss_kb) / 1024.0
+
+
+def warm(path):
+    for root, _, files in os.walk(path) if os.path.isdir(path) else [("", None, [path])]:
+        for f in files:
+            with open(os.path.join(root, f), "rb") as fh:
+                while fh.read(1 << 24):
+                    pass
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--gb", type=float, default=1.5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--work", default="/tmp/qforge-bench")
+    ap.add_argument("--keep", action="store_true", help="keep the output files")
+    args = ap.parse_args()
+    os.makedirs(args.work, exist_ok=True)
+    model = os.path.join(args.work, f"synth-{args.gb}")
+    if not os.path.isdir(model):
+        subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "make_synthetic_checkpoint.py"),
+                        model, "--gb", str(args.gb)], check=True)
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    out = os.path.join(args.work, "out")
+    os.makedirs(out, exist_ok=True)
+    src_bytes = sum(os.path.getsize(os.path.join(model, f)) for f in os.listdir(model))
+    rows = []
+    warm(model)
+    copy_dir = os.path.join(out, "copy")
+    shutil.rmtree(copy_dir, ignore_errors=True)
+    wall, rss = timed(["cp", "-r", model, copy_dir])
+    shutil.rmtree(copy_dir)
+    rows.append(("plain copy of the source (cp -r)", wall, rss))
+    f16 = os.path.join(out, "f16.gguf")
+    t = ["--threads", str(args.threads), "--quiet"]
+    wall, rss = timed([QFORGE, "convert", model, "-t", "f16", "-o", f16] + t)
+    rows.append(("qforge convert -> f16", wall, rss))
+    results = {}
+    for ty in ("q8_0", "q4_k_m"):
+        warm(model)
+        wall, rss = timed([QFORGE, "convert", model, "-t", ty, "-o", os.path.join(out, f"qforge-{ty}.gguf")] + t)
+        rows.append((f"qforge convert -> {ty} (from safetensors)", wall, rss))
+        results[("qforge", ty)] = wall
+        warm(f16)
+        wall, rss = timed([sys.executable, "-c", LLAMA_QUANTIZE, f16, os.path.join(out, f"llama-{ty}.gguf"),
+                           str(FTYPES[ty]), str(args.threads)])
+        rows.append((f"llama.cpp llama_model_quantize f16 GGUF -> {ty}", wall, rss))
+        results[("llama", ty)] = wall
+        same = subprocess.run(["cmp", "-s", os.path.join(out, f"qforge-{ty}.gguf"), os.path.join(out, f"llama-{ty}.gguf")]).returncode == 0
+        rows.append((f"  (files byte-identical: {'yes' if same else 'no, see verify/interop'})", None, None))
+    copy_wall = rows[0][1]
+    print(f"\nsource: {src_bytes / 1e9:.2f} GB f16 safetensors, {args.threads} threads, warm page cache\n")
+    print("| run | wall s | x copy | peak RSS MiB |")
+    print("|---|---:|---:|---:|")
+    for name, wall, rss in rows:
+        if wall is None:
+            print(f"| {name} | | | |")
+        else:
+            print(f"| {name} | {wall:.2f} | {wall / copy_wall:.2f} | {rss:.0f} |")
+    for ty in ("q8_0", "q4_k_m"):
+        print(f"\n{ty}: qforge is {results[('llama', ty)] / results[('qforge', ty)]:.2f}x faster than llama.cpp's quantizer")
+    if not args.keep:
+        shutil.rmtree(out)
+
+
+if __name__ == "__main__":
+    main()
