@@ -30,7 +30,9 @@ fn types() -> Vec<GgmlType> {
 
 fn gaussian(n: usize) -> Vec<f32> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    (0..n).map(|_| rng.sample::<f32, _>(StandardNormal) * 0.02).collect()
+    (0..n)
+        .map(|_| rng.sample::<f32, _>(StandardNormal) * 0.02)
+        .collect()
 }
 
 fn isas() -> Vec<Isa> {
