@@ -11,12 +11,14 @@
 pub mod float;
 pub mod iq4_nl;
 mod isa;
+mod kquant;
 pub mod nf4;
 pub mod q4_0;
 pub mod q4_1;
 pub mod q4_k;
 pub mod q5_0;
 pub mod q5_1;
+pub mod q5_k;
 pub mod q6_k;
 pub mod q8_0;
 
@@ -84,6 +86,19 @@ pub trait BlockFormat: bytemuck::Pod + Send + Sync {
         for (block, chunk) in blocks.iter().zip(out.chunks_exact_mut(Self::ELEMS)) {
             block.dequantize_block(chunk);
         }
+    }
+}
+
+/// C's float → int conversion as x86 compilers emit it (`cvttss2si`): truncation toward zero,
+/// and `i32::MIN` for NaN and out-of-range values. ggml's `(int8_t)(x)` casts then keep the
+/// low byte. Matching this keeps degenerate blocks (e.g. subnormal scales whose reciprocal is
+/// infinite) byte-identical to ggml.
+#[inline(always)]
+pub(crate) fn c_f32_to_i32(x: f32) -> i32 {
+    if x.is_nan() || x >= 2147483648.0 || x < -2147483648.0 {
+        i32::MIN
+    } else {
+        x as i32
     }
 }
 
@@ -165,6 +180,7 @@ pub fn quantize_with(
         GgmlType::Q5_0 => quantize_as::<q5_0::BlockQ5_0>(isa, src, dst),
         GgmlType::Q5_1 => quantize_as::<q5_1::BlockQ5_1>(isa, src, dst),
         GgmlType::Q4K => quantize_as::<q4_k::BlockQ4K>(isa, src, dst),
+        GgmlType::Q5K => quantize_as::<q5_k::BlockQ5K>(isa, src, dst),
         GgmlType::Q6K => quantize_as::<q6_k::BlockQ6K>(isa, src, dst),
         GgmlType::Iq4Nl => quantize_as::<iq4_nl::BlockIq4Nl>(isa, src, dst),
         GgmlType::Nf4 { block } => nf4::quantize_nf4(src, block as usize, dst),
@@ -202,6 +218,7 @@ pub fn dequantize_with(
         GgmlType::Q5_0 => dequantize_as::<q5_0::BlockQ5_0>(isa, src, dst),
         GgmlType::Q5_1 => dequantize_as::<q5_1::BlockQ5_1>(isa, src, dst),
         GgmlType::Q4K => dequantize_as::<q4_k::BlockQ4K>(isa, src, dst),
+        GgmlType::Q5K => dequantize_as::<q5_k::BlockQ5K>(isa, src, dst),
         GgmlType::Q6K => dequantize_as::<q6_k::BlockQ6K>(isa, src, dst),
         GgmlType::Iq4Nl => dequantize_as::<iq4_nl::BlockIq4Nl>(isa, src, dst),
         GgmlType::Nf4 { block } => nf4::dequantize_nf4(isa, src, block as usize, dst),

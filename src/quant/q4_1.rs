@@ -1,21 +1,61 @@
-//! STUB: placeholder so the crate compiles; replaced by the real Q4_1 module.
+//! Q4_1: 32 weights as 4-bit codes with an f16 scale and an f16 minimum (20 bytes),
+//! ggml's `quantize_row_q4_1_ref`.
 
-use super::BlockFormat;
+use super::float::{f16_bits_to_f32, f32_to_f16_bits};
+use super::{c_f32_to_i32, BlockFormat};
 use crate::gguf::GgmlType;
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockQ4_1 {
-    pub bytes: [u8; 20],
+    pub d: [u8; 2],
+    pub m: [u8; 2],
+    pub qs: [u8; 16],
+}
+
+const _: () = assert!(size_of::<BlockQ4_1>() == 20);
+
+/// (min, max) scanned from ±FLT_MAX as ggml does.
+pub(crate) fn min_max(x: &[f32]) -> (f32, f32) {
+    let (mut min, mut max) = (f32::MAX, -f32::MAX);
+    for &v in x {
+        if v < min {
+            min = v;
+        }
+        if v > max {
+            max = v;
+        }
+    }
+    (min, max)
 }
 
 impl BlockFormat for BlockQ4_1 {
     const TYPE: GgmlType = GgmlType::Q4_1;
     const ELEMS: usize = 32;
-    fn quantize_block(_x: &[f32]) -> Self {
-        todo!("Q4_1 quantize")
+
+    fn quantize_block(x: &[f32]) -> Self {
+        let (min, max) = min_max(x);
+        let d = (max - min) / 15.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut qs = [0u8; 16];
+        for j in 0..16 {
+            let q0 = (c_f32_to_i32((x[j] - min) * id + 0.5) as i8).min(15) as u8;
+            let q1 = (c_f32_to_i32((x[j + 16] - min) * id + 0.5) as i8).min(15) as u8;
+            qs[j] = q0 | (q1 << 4);
+        }
+        BlockQ4_1 {
+            d: f32_to_f16_bits(d).to_le_bytes(),
+            m: f32_to_f16_bits(min).to_le_bytes(),
+            qs,
+        }
     }
-    fn dequantize_block(&self, _out: &mut [f32]) {
-        todo!("Q4_1 dequantize")
+
+    fn dequantize_block(&self, out: &mut [f32]) {
+        let d = f16_bits_to_f32(u16::from_le_bytes(self.d));
+        let m = f16_bits_to_f32(u16::from_le_bytes(self.m));
+        for j in 0..16 {
+            out[j] = (self.qs[j] & 0xF) as f32 * d + m;
+            out[j + 16] = (self.qs[j] >> 4) as f32 * d + m;
+        }
     }
 }

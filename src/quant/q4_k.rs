@@ -1,21 +1,119 @@
-//! STUB: placeholder so the crate compiles; replaced by the real Q4K module.
+//! Q4_K: 256 weights in 8 sub-blocks of 32, 4-bit codes with 6-bit scales and mins under two
+//! f16 super-scales (144 bytes), ggml's `quantize_row_q4_K_ref`.
 
-use super::BlockFormat;
+use super::float::f16_bits_to_f32;
+use super::kquant::{quantize_k_superblock, scale_min_k4};
+use super::{BlockFormat, Isa};
 use crate::gguf::GgmlType;
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockQ4K {
-    pub bytes: [u8; 144],
+    pub d: [u8; 2],
+    pub dmin: [u8; 2],
+    pub scales: [u8; 12],
+    pub qs: [u8; 128],
+}
+
+const _: () = assert!(size_of::<BlockQ4K>() == 144);
+
+impl BlockQ4K {
+    /// Per sub-block (d·sc, dmin·m), the products ggml's dequantizer computes first.
+    #[inline(always)]
+    fn sub_scales(&self) -> [(f32, f32); 8] {
+        let d = f16_bits_to_f32(u16::from_le_bytes(self.d));
+        let dmin = f16_bits_to_f32(u16::from_le_bytes(self.dmin));
+        std::array::from_fn(|j| {
+            let (sc, m) = scale_min_k4(j, &self.scales);
+            (d * sc as f32, dmin * m as f32)
+        })
+    }
 }
 
 impl BlockFormat for BlockQ4K {
     const TYPE: GgmlType = GgmlType::Q4K;
     const ELEMS: usize = 256;
-    fn quantize_block(_x: &[f32]) -> Self {
-        todo!("Q4K quantize")
+
+    fn quantize_block(x: &[f32]) -> Self {
+        let (d, dmin, scales, l) = quantize_k_superblock(x, 15, -1.0, 20);
+        let mut qs = [0u8; 128];
+        for c in 0..4 {
+            for i in 0..32 {
+                qs[32 * c + i] = l[64 * c + i] | (l[64 * c + 32 + i] << 4);
+            }
+        }
+        BlockQ4K {
+            d: d.to_le_bytes(),
+            dmin: dmin.to_le_bytes(),
+            scales,
+            qs,
+        }
     }
-    fn dequantize_block(&self, _out: &mut [f32]) {
-        todo!("Q4K dequantize")
+
+    fn dequantize_block(&self, out: &mut [f32]) {
+        let s = self.sub_scales();
+        for c in 0..4 {
+            let (d1, m1) = s[2 * c];
+            let (d2, m2) = s[2 * c + 1];
+            for i in 0..32 {
+                let q = self.qs[32 * c + i];
+                out[64 * c + i] = d1 * (q & 0xF) as f32 - m1;
+                out[64 * c + 32 + i] = d2 * (q >> 4) as f32 - m2;
+            }
+        }
+    }
+
+    fn dequantize_blocks(isa: Isa, blocks: &[Self], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(isa, Isa::Avx2 | Isa::Avx512) {
+            // SAFETY: the dispatch only passes tiers this CPU supports.
+            unsafe { x86::dequantize(blocks, out) };
+            return;
+        }
+        let _ = isa;
+        for (b, o) in blocks.iter().zip(out.chunks_exact_mut(256)) {
+            b.dequantize_block(o);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::BlockQ4K;
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn dequantize(blocks: &[BlockQ4K], out: &mut [f32]) {
+        // SAFETY (whole body): qs has 128 bytes (4 × 32 read), each output chunk 256 floats.
+        unsafe {
+            let mask = _mm_set1_epi8(0x0F);
+            for (b, o) in blocks.iter().zip(out.chunks_exact_mut(256)) {
+                let s = b.sub_scales();
+                let p = o.as_mut_ptr();
+                for c in 0..4 {
+                    let (d1, m1) = s[2 * c];
+                    let (d2, m2) = s[2 * c + 1];
+                    let (vd1, vm1) = (_mm256_set1_ps(d1), _mm256_set1_ps(m1));
+                    let (vd2, vm2) = (_mm256_set1_ps(d2), _mm256_set1_ps(m2));
+                    for h in 0..2 {
+                        let raw =
+                            _mm_loadu_si128(b.qs.as_ptr().add(32 * c + 16 * h) as *const __m128i);
+                        let lo = _mm_and_si128(raw, mask);
+                        let hi = _mm_and_si128(_mm_srli_epi16::<4>(raw), mask);
+                        for (k, v) in [lo, _mm_srli_si128::<8>(lo)].into_iter().enumerate() {
+                            let f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
+                            // d·q − m as two rounded operations, like ggml (no FMA).
+                            let y = _mm256_sub_ps(_mm256_mul_ps(vd1, f), vm1);
+                            _mm256_storeu_ps(p.add(64 * c + 16 * h + 8 * k), y);
+                        }
+                        for (k, v) in [hi, _mm_srli_si128::<8>(hi)].into_iter().enumerate() {
+                            let f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
+                            let y = _mm256_sub_ps(_mm256_mul_ps(vd2, f), vm2);
+                            _mm256_storeu_ps(p.add(64 * c + 32 + 16 * h + 8 * k), y);
+                        }
+                    }
+                }
+            }
+        }
     }
 }

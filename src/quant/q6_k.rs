@@ -1,21 +1,170 @@
-//! STUB: placeholder so the crate compiles; replaced by the real Q6K module.
+//! Q6_K: 256 weights in 16 sub-blocks of 16, 6-bit codes with signed 8-bit scales under one
+//! f16 super-scale (210 bytes, scale last), ggml's `quantize_row_q6_K_ref`.
 
-use super::BlockFormat;
+use super::float::{f16_bits_to_f32, f32_to_f16_bits};
+use super::kquant::{make_qx_quants, nearest_int, GROUP_MAX_EPS};
+use super::{BlockFormat, Isa};
 use crate::gguf::GgmlType;
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockQ6K {
-    pub bytes: [u8; 210],
+    pub ql: [u8; 128],
+    pub qh: [u8; 64],
+    pub scales: [i8; 16],
+    pub d: [u8; 2],
 }
+
+const _: () = assert!(size_of::<BlockQ6K>() == 210);
 
 impl BlockFormat for BlockQ6K {
     const TYPE: GgmlType = GgmlType::Q6K;
     const ELEMS: usize = 256;
-    fn quantize_block(_x: &[f32]) -> Self {
-        todo!("Q6K quantize")
+
+    fn quantize_block(x: &[f32]) -> Self {
+        let mut l = [0i8; 256];
+        let mut scales = [0f32; 16];
+        let (mut max_scale, mut max_abs_scale) = (0f32, 0f32);
+        for ib in 0..16 {
+            let s = make_qx_quants(32, &x[16 * ib..16 * ib + 16], &mut l[16 * ib..16 * ib + 16]);
+            scales[ib] = s;
+            if s.abs() > max_abs_scale {
+                max_abs_scale = s.abs();
+                max_scale = s;
+            }
+        }
+        if max_abs_scale < GROUP_MAX_EPS {
+            return bytemuck::Zeroable::zeroed();
+        }
+        let iscale = -128.0 / max_scale;
+        let d = f32_to_f16_bits(1.0 / iscale);
+        let mut sc = [0i8; 16];
+        for ib in 0..16 {
+            sc[ib] = nearest_int(iscale * scales[ib]).min(127) as i8;
+        }
+        let df = f16_bits_to_f32(d);
+        for j in 0..16 {
+            let dd = df * sc[j] as f32;
+            if dd == 0.0 {
+                continue;
+            }
+            for ii in 0..16 {
+                let q = nearest_int(x[16 * j + ii] / dd).clamp(-32, 31);
+                l[16 * j + ii] = (q + 32) as i8;
+            }
+        }
+        let mut ql = [0u8; 128];
+        let mut qh = [0u8; 64];
+        for h in 0..2 {
+            for i in 0..32 {
+                let q = |k: usize| l[128 * h + i + 32 * k] as u8;
+                ql[64 * h + i] = (q(0) & 0xF) | ((q(2) & 0xF) << 4);
+                ql[64 * h + i + 32] = (q(1) & 0xF) | ((q(3) & 0xF) << 4);
+                qh[32 * h + i] =
+                    (q(0) >> 4) | ((q(1) >> 4) << 2) | ((q(2) >> 4) << 4) | ((q(3) >> 4) << 6);
+            }
+        }
+        BlockQ6K {
+            ql,
+            qh,
+            scales: sc,
+            d: d.to_le_bytes(),
+        }
     }
-    fn dequantize_block(&self, _out: &mut [f32]) {
-        todo!("Q6K dequantize")
+
+    fn dequantize_block(&self, out: &mut [f32]) {
+        let d = f16_bits_to_f32(u16::from_le_bytes(self.d));
+        for h in 0..2 {
+            let (ql, qh, sc) = (
+                &self.ql[64 * h..],
+                &self.qh[32 * h..],
+                &self.scales[8 * h..],
+            );
+            for i in 0..32 {
+                let is = i / 16;
+                let q1 = ((ql[i] & 0xF) | ((qh[i] & 3) << 4)) as i32 - 32;
+                let q2 = ((ql[i + 32] & 0xF) | (((qh[i] >> 2) & 3) << 4)) as i32 - 32;
+                let q3 = ((ql[i] >> 4) | (((qh[i] >> 4) & 3) << 4)) as i32 - 32;
+                let q4 = ((ql[i + 32] >> 4) | (((qh[i] >> 6) & 3) << 4)) as i32 - 32;
+                let o = &mut out[128 * h..];
+                o[i] = d * sc[is] as f32 * q1 as f32;
+                o[i + 32] = d * sc[is + 2] as f32 * q2 as f32;
+                o[i + 64] = d * sc[is + 4] as f32 * q3 as f32;
+                o[i + 96] = d * sc[is + 6] as f32 * q4 as f32;
+            }
+        }
+    }
+
+    fn dequantize_blocks(isa: Isa, blocks: &[Self], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(isa, Isa::Avx2 | Isa::Avx512) {
+            // SAFETY: the dispatch only passes tiers this CPU supports.
+            unsafe { x86::dequantize(blocks, out) };
+            return;
+        }
+        let _ = isa;
+        for (b, o) in blocks.iter().zip(out.chunks_exact_mut(256)) {
+            b.dequantize_block(o);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::super::float::f16_bits_to_f32;
+    use super::BlockQ6K;
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn dequantize(blocks: &[BlockQ6K], out: &mut [f32]) {
+        // SAFETY (whole body): per half, ql has 64 bytes and qh 32 (two 16-byte loads each
+        // at offsets < 64 / < 32); each output chunk holds 256 floats.
+        unsafe {
+            let m4 = _mm_set1_epi8(0x0F);
+            let m3 = _mm_set1_epi8(3);
+            let c32 = _mm256_set1_epi32(32);
+            for (b, o) in blocks.iter().zip(out.chunks_exact_mut(256)) {
+                let d = f16_bits_to_f32(u16::from_le_bytes(b.d));
+                for h in 0..2 {
+                    for g in 0..2 {
+                        // elements i = 16g .. 16g+15 of this half: scale index is = g
+                        let ql0 =
+                            _mm_loadu_si128(b.ql.as_ptr().add(64 * h + 16 * g) as *const __m128i);
+                        let ql1 = _mm_loadu_si128(
+                            b.ql.as_ptr().add(64 * h + 32 + 16 * g) as *const __m128i
+                        );
+                        let qh =
+                            _mm_loadu_si128(b.qh.as_ptr().add(32 * h + 16 * g) as *const __m128i);
+                        let qs = [
+                            _mm_or_si128(
+                                _mm_and_si128(ql0, m4),
+                                _mm_slli_epi16::<4>(_mm_and_si128(qh, m3)),
+                            ),
+                            _mm_or_si128(
+                                _mm_and_si128(ql1, m4),
+                                _mm_slli_epi16::<4>(_mm_and_si128(_mm_srli_epi16::<2>(qh), m3)),
+                            ),
+                            _mm_or_si128(
+                                _mm_and_si128(_mm_srli_epi16::<4>(ql0), m4),
+                                _mm_slli_epi16::<4>(_mm_and_si128(_mm_srli_epi16::<4>(qh), m3)),
+                            ),
+                            _mm_or_si128(
+                                _mm_and_si128(_mm_srli_epi16::<4>(ql1), m4),
+                                _mm_slli_epi16::<4>(_mm_and_si128(_mm_srli_epi16::<6>(qh), m3)),
+                            ),
+                        ];
+                        for (k, q) in qs.into_iter().enumerate() {
+                            let scale = _mm256_set1_ps(d * b.scales[8 * h + g + 2 * k] as f32);
+                            let base = o.as_mut_ptr().add(128 * h + 32 * k + 16 * g);
+                            for (e, v) in [q, _mm_srli_si128::<8>(q)].into_iter().enumerate() {
+                                let qi = _mm256_sub_epi32(_mm256_cvtepu8_epi32(v), c32);
+                                let y = _mm256_mul_ps(scale, _mm256_cvtepi32_ps(qi));
+                                _mm256_storeu_ps(base.add(8 * e), y);
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }

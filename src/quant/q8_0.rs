@@ -1,21 +1,99 @@
-//! STUB: placeholder so the crate compiles; replaced by the real Q8_0 module.
+//! Q8_0: 32 weights as i8 with one f16 scale (34 bytes), ggml's `quantize_row_q8_0_ref`.
 
-use super::BlockFormat;
+use super::float::{f16_bits_to_f32, f32_to_f16_bits};
+use super::{BlockFormat, Isa};
 use crate::gguf::GgmlType;
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockQ8_0 {
-    pub bytes: [u8; 34],
+    /// f16 scale, little endian.
+    pub d: [u8; 2],
+    pub qs: [i8; 32],
 }
+
+const _: () = assert!(size_of::<BlockQ8_0>() == 34);
 
 impl BlockFormat for BlockQ8_0 {
     const TYPE: GgmlType = GgmlType::Q8_0;
     const ELEMS: usize = 32;
-    fn quantize_block(_x: &[f32]) -> Self {
-        todo!("Q8_0 quantize")
+
+    fn quantize_block(x: &[f32]) -> Self {
+        let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut qs = [0i8; 32];
+        for (q, &v) in qs.iter_mut().zip(x) {
+            // roundf: half away from zero, which f32::round is.
+            *q = super::c_f32_to_i32((v * id).round()) as i8;
+        }
+        BlockQ8_0 {
+            d: f32_to_f16_bits(d).to_le_bytes(),
+            qs,
+        }
     }
-    fn dequantize_block(&self, _out: &mut [f32]) {
-        todo!("Q8_0 dequantize")
+
+    fn dequantize_block(&self, out: &mut [f32]) {
+        let d = f16_bits_to_f32(u16::from_le_bytes(self.d));
+        for (o, &q) in out.iter_mut().zip(&self.qs) {
+            *o = q as f32 * d;
+        }
+    }
+
+    fn dequantize_blocks(isa: Isa, blocks: &[Self], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(isa, Isa::Avx2 | Isa::Avx512) {
+            // SAFETY: the dispatch only passes tiers this CPU supports.
+            unsafe { x86::dequantize(blocks, out) };
+            return;
+        }
+        let _ = isa;
+        for (b, o) in blocks.iter().zip(out.chunks_exact_mut(32)) {
+            b.dequantize_block(o);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::BlockQ8_0;
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,f16c")]
+    pub unsafe fn dequantize(blocks: &[BlockQ8_0], out: &mut [f32]) {
+        for (b, o) in blocks.iter().zip(out.chunks_exact_mut(32)) {
+            // SAFETY: b.qs is 32 bytes, o is 32 floats; all loads/stores unaligned.
+            unsafe {
+                let d = _mm256_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+                    u16::from_le_bytes(b.d) as i32,
+                ))));
+                let q = _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i);
+                let lo = _mm256_castsi256_si128(q);
+                let hi = _mm256_extracti128_si256::<1>(q);
+                let p = o.as_mut_ptr();
+                _mm256_storeu_ps(
+                    p,
+                    _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), d),
+                );
+                _mm256_storeu_ps(
+                    p.add(8),
+                    _mm256_mul_ps(
+                        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128::<8>(lo))),
+                        d,
+                    ),
+                );
+                _mm256_storeu_ps(
+                    p.add(16),
+                    _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), d),
+                );
+                _mm256_storeu_ps(
+                    p.add(24),
+                    _mm256_mul_ps(
+                        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128::<8>(hi))),
+                        d,
+                    ),
+                );
+            }
+        }
     }
 }

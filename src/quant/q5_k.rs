@@ -1,0 +1,72 @@
+//! Q5_K: like Q4_K with a fifth bit per weight in `qh` (176 bytes),
+//! ggml's `quantize_row_q5_K_ref`. Used by llama-quantize's Q4_K_S and IQ4_NL mixes.
+
+use super::float::f16_bits_to_f32;
+use super::kquant::{quantize_k_superblock, scale_min_k4};
+use super::BlockFormat;
+use crate::gguf::GgmlType;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockQ5K {
+    pub d: [u8; 2],
+    pub dmin: [u8; 2],
+    pub scales: [u8; 12],
+    pub qh: [u8; 32],
+    pub qs: [u8; 128],
+}
+
+const _: () = assert!(size_of::<BlockQ5K>() == 176);
+
+impl BlockFormat for BlockQ5K {
+    const TYPE: GgmlType = GgmlType::Q5K;
+    const ELEMS: usize = 256;
+
+    fn quantize_block(x: &[f32]) -> Self {
+        let (d, dmin, scales, l) = quantize_k_superblock(x, 31, -0.5, 15);
+        let mut qs = [0u8; 128];
+        let mut qh = [0u8; 32];
+        for c in 0..4 {
+            let (m1, m2) = (1u8 << (2 * c), 2u8 << (2 * c));
+            for j in 0..32 {
+                let mut l1 = l[64 * c + j];
+                if l1 > 15 {
+                    l1 -= 16;
+                    qh[j] |= m1;
+                }
+                let mut l2 = l[64 * c + 32 + j];
+                if l2 > 15 {
+                    l2 -= 16;
+                    qh[j] |= m2;
+                }
+                qs[32 * c + j] = l1 | (l2 << 4);
+            }
+        }
+        BlockQ5K {
+            d: d.to_le_bytes(),
+            dmin: dmin.to_le_bytes(),
+            scales,
+            qh,
+            qs,
+        }
+    }
+
+    fn dequantize_block(&self, out: &mut [f32]) {
+        let d = f16_bits_to_f32(u16::from_le_bytes(self.d));
+        let dmin = f16_bits_to_f32(u16::from_le_bytes(self.dmin));
+        for c in 0..4 {
+            let (sc1, mn1) = scale_min_k4(2 * c, &self.scales);
+            let (sc2, mn2) = scale_min_k4(2 * c + 1, &self.scales);
+            let (d1, m1) = (d * sc1 as f32, dmin * mn1 as f32);
+            let (d2, m2) = (d * sc2 as f32, dmin * mn2 as f32);
+            let (u1, u2) = (1u8 << (2 * c), 2u8 << (2 * c));
+            for j in 0..32 {
+                let q = self.qs[32 * c + j];
+                let h1 = if self.qh[j] & u1 != 0 { 16 } else { 0 };
+                let h2 = if self.qh[j] & u2 != 0 { 16 } else { 0 };
+                out[64 * c + j] = d1 * ((q & 0xF) + h1) as f32 - m1;
+                out[64 * c + 32 + j] = d2 * ((q >> 4) + h2) as f32 - m2;
+            }
+        }
+    }
+}
