@@ -1,5 +1,6 @@
 //! The `qforge` command line: clap definitions and glue. Logic lives in the library.
 
+mod convert;
 mod inspect;
 
 use clap::{Parser, Subcommand};
@@ -18,8 +19,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Convert a Hugging Face checkpoint, a .safetensors file or a .gguf file to GGUF.
+    Convert(convert::ConvertArgs),
     /// Print a GGUF file's header, metadata and tensor table.
     Inspect(inspect::InspectArgs),
+    /// Check a GGUF file's structure and tensor hashes, optionally its error against the source.
+    Verify(convert::VerifyArgs),
 }
 
 /// Run the CLI with the process arguments; returns the process exit code.
@@ -33,7 +38,9 @@ pub fn main() -> i32 {
         }
     };
     let result = match cli.command {
+        Command::Convert(args) => convert::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Verify(args) => convert::verify(args),
     };
     match result {
         Ok(code) => code,

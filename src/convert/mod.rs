@@ -1,5 +1,62 @@
-//! Conversion: recipe → plan (types, sizes, offsets, all from headers) → streaming execution.
+//! Conversion: recipe → plan (types, sizes, offsets, all from headers) → streaming execution,
+//! plus verification of the result.
 
+mod nf4_meta;
+pub mod plan;
 pub mod recipe;
+mod run;
+mod verify;
 
+use std::path::{Path, PathBuf};
+
+pub use plan::{plan, Input, Plan, PlannedTensor, TensorSource, KEY_TENSOR_SHA256, KEY_VERSION};
 pub use recipe::{Recipe, RECIPE_NAMES};
+pub use run::{execute, RunOptions, RunReport};
+pub use verify::{verify_against, verify_hashes, HashCheck, TensorError, VerifyReport};
+
+use crate::arch::ArchError;
+use crate::gguf::GgufError;
+use crate::quant::QuantError;
+use crate::source::SourceError;
+
+/// Everything that can stop a conversion. Each message names the file, tensor or key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConvertError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Arch(#[from] ArchError),
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error("{0}")]
+    Plan(String),
+    #[error("writing {}: {source}", path.display())]
+    Output {
+        path: PathBuf,
+        #[source]
+        source: GgufError,
+    },
+    #[error("tensor '{tensor}': non-finite value {value} at element {index} {what}")]
+    NonFinite {
+        tensor: String,
+        index: u64,
+        value: f32,
+        what: String,
+    },
+    #[error("tensor '{tensor}': {source}")]
+    Quant {
+        tensor: String,
+        #[source]
+        source: QuantError,
+    },
+}
+
+impl ConvertError {
+    pub(crate) fn output(path: &Path, source: GgufError) -> ConvertError {
+        ConvertError::Output {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

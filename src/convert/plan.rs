@@ -3,9 +3,11 @@
 //! what `--dry-run` prints and what the streaming executor follows.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::arch::{Arch, LlamaParams, Transform};
 use crate::gguf::{Array, GgmlType, GgufFile, Metadata, Value};
+use crate::quant::nf4::DqState;
 use crate::source::tokenizer::{load_vocab, Vocab};
 use crate::source::{Checkpoint, SourceDtype, SourceTensor};
 
@@ -22,8 +24,14 @@ pub const KEY_VERSION: &str = "qforge.version";
 pub enum TensorSource {
     /// A safetensors tensor of the input checkpoint.
     Safetensors(SourceTensor),
-    /// Tensor `index` of the input GGUF file.
-    Gguf { index: usize },
+    /// Tensor `index` of the input GGUF file (with its double-quantization state when the
+    /// tensor is NF4_DQ).
+    Gguf {
+        index: usize,
+        dq: Option<Arc<DqState>>,
+    },
+    /// The double-quantization state of the NF4_DQ tensor just before it in the plan.
+    Nf4DqState,
     /// Values computed by the planner (e.g. `rope_freqs.weight`).
     Generated(Vec<f32>),
 }
@@ -222,9 +230,15 @@ fn plan_llama(ck: &Checkpoint, arch: Arch, recipe: Option<Recipe>) -> Result<Pla
         t.f16_intermediate = ty.is_quantized() && !ty.is_extension() && t.source_type != "F16";
     }
 
+    let tensors = add_nf4_state_tensors(tensors);
+    check_names(&tensors)?;
     let vocab = load_vocab(&ck.path, config)?;
     let mut m = Metadata::new();
-    put(&mut m, "general.architecture", Value::String(arch.gguf_name().into()))?;
+    put(
+        &mut m,
+        "general.architecture",
+        Value::String(arch.gguf_name().into()),
+    )?;
     put(&mut m, "general.type", Value::String("model".into()))?;
     put(&mut m, "general.name", Value::String(base_name(&ck.path)))?;
     let a = arch.gguf_name();
@@ -233,7 +247,11 @@ fn plan_llama(ck: &Checkpoint, arch: Arch, recipe: Option<Recipe>) -> Result<Pla
     put(&mut m, &format!("{a}.context_length"), u(params.n_ctx))?;
     put(&mut m, &format!("{a}.embedding_length"), u(params.n_embd))?;
     put(&mut m, &format!("{a}.feed_forward_length"), u(params.n_ff))?;
-    put(&mut m, &format!("{a}.attention.head_count"), u(params.n_head))?;
+    put(
+        &mut m,
+        &format!("{a}.attention.head_count"),
+        u(params.n_head),
+    )?;
     if let Some(kv) = params.n_head_kv {
         put(&mut m, &format!("{a}.attention.head_count_kv"), u(kv))?;
     }
@@ -250,13 +268,19 @@ fn plan_llama(ck: &Checkpoint, arch: Arch, recipe: Option<Recipe>) -> Result<Pla
         put(&mut m, &format!("{a}.attention.value_length"), u(hd))?;
     }
     put(&mut m, "general.file_type", u(recipe.file_type()))?;
-    let vocab_size = params
-        .vocab_size
-        .unwrap_or(vocab.tokens.len() as u32);
+    let vocab_size = params.vocab_size.unwrap_or(vocab.tokens.len() as u32);
     put(&mut m, &format!("{a}.vocab_size"), u(vocab_size))?;
-    put(&mut m, &format!("{a}.rope.dimension_count"), u(params.rope_dim))?;
+    put(
+        &mut m,
+        &format!("{a}.rope.dimension_count"),
+        u(params.rope_dim),
+    )?;
     if let Some(f) = params.rope_linear_factor {
-        put(&mut m, &format!("{a}.rope.scaling.type"), Value::String("linear".into()))?;
+        put(
+            &mut m,
+            &format!("{a}.rope.scaling.type"),
+            Value::String("linear".into()),
+        )?;
         put(&mut m, &format!("{a}.rope.scaling.factor"), Value::F32(f))?;
     }
     put_vocab(&mut m, &vocab)?;
@@ -279,7 +303,11 @@ fn put_vocab(m: &mut Metadata, v: &Vocab) -> Result<(), ConvertError> {
         Value::Array(Array::String(v.tokens.clone())),
     )?;
     if let Some(scores) = &v.scores {
-        put(m, "tokenizer.ggml.scores", Value::Array(Array::F32(scores.clone())))?;
+        put(
+            m,
+            "tokenizer.ggml.scores",
+            Value::Array(Array::F32(scores.clone())),
+        )?;
     }
     put(
         m,
@@ -326,7 +354,11 @@ fn finish_metadata(
     _recipe: Recipe,
 ) -> Result<(), ConvertError> {
     put(m, "general.quantization_version", Value::U32(2))?;
-    put(m, KEY_VERSION, Value::String(env!("CARGO_PKG_VERSION").into()))?;
+    put(
+        m,
+        KEY_VERSION,
+        Value::String(env!("CARGO_PKG_VERSION").into()),
+    )?;
     if tensors.iter().any(|t| t.ty.is_extension()) {
         super::nf4_meta::put_nf4_metadata(m)?;
     }
@@ -363,6 +395,7 @@ fn plan_plain(ck: &Checkpoint, recipe: Option<Recipe>) -> Result<Plan, ConvertEr
     for (t, ty) in tensors.iter_mut().zip(choose_types_pure(recipe, &spec)) {
         t.ty = ty;
     }
+    let tensors = add_nf4_state_tensors(tensors);
     check_names(&tensors)?;
     let mut m = Metadata::new();
     put(&mut m, "general.name", Value::String(base_name(&ck.path)))?;
@@ -403,12 +436,16 @@ fn plan_gguf(g: &GgufFile, path: &Path, recipe: Option<Recipe>) -> Result<Plan, 
         if super::nf4_meta::is_state_tensor(&info.name) {
             continue; // consumed with the tensor it belongs to
         }
+        let dq = match info.ty {
+            GgmlType::Nf4Dq { block } => Some(Arc::new(load_dq_state(g, index, block)?)),
+            _ => None,
+        };
         tensors.push(PlannedTensor {
             name: info.name.clone(),
             dims: info.dims.clone(),
             ty: info.ty,
             source_type: info.ty.name(),
-            source: TensorSource::Gguf { index },
+            source: TensorSource::Gguf { index, dq },
             transform: Transform::None,
             f16_intermediate: false,
         });
@@ -449,6 +486,8 @@ fn plan_gguf(g: &GgufFile, path: &Path, recipe: Option<Recipe>) -> Result<Plan, 
         t.f16_intermediate = false;
         t.ty = ty;
     }
+    let tensors = add_nf4_state_tensors(tensors);
+    check_names(&tensors)?;
     let mut m = Metadata::new();
     for (k, v) in g.metadata().iter() {
         if k == KEY_TENSOR_SHA256
@@ -471,6 +510,60 @@ fn plan_gguf(g: &GgufFile, path: &Path, recipe: Option<Recipe>) -> Result<Plan, 
         tensors,
         alignment: 32,
     })
+}
+
+/// After every NF4_DQ tensor, the F32 tensor that carries its double-quantization state.
+fn add_nf4_state_tensors(tensors: Vec<PlannedTensor>) -> Vec<PlannedTensor> {
+    let mut out = Vec::with_capacity(tensors.len());
+    for t in tensors {
+        if let GgmlType::Nf4Dq { block } = t.ty {
+            let n_blocks = (t.n_elements() / block as u64) as usize;
+            let state = PlannedTensor {
+                name: super::nf4_meta::state_name(&t.name),
+                dims: vec![DqState::tensor_len(n_blocks) as u64],
+                ty: GgmlType::F32,
+                source_type: "computed".into(),
+                source: TensorSource::Nf4DqState,
+                transform: Transform::None,
+                f16_intermediate: false,
+            };
+            out.push(t);
+            out.push(state);
+        } else {
+            out.push(t);
+        }
+    }
+    out
+}
+
+/// Read the double-quantization state of NF4_DQ tensor `index` of a GGUF file.
+pub fn load_dq_state(g: &GgufFile, index: usize, block: u32) -> Result<DqState, ConvertError> {
+    let info = &g.tensors()[index];
+    let bad = |msg: String| {
+        ConvertError::Plan(format!(
+            "{}: tensor '{}': {msg}",
+            g.path().display(),
+            info.name
+        ))
+    };
+    super::nf4_meta::check_nf4_metadata(g.metadata()).map_err(&bad)?;
+    let name = super::nf4_meta::state_name(&info.name);
+    let (si, st) = g
+        .tensor_by_name(&name)
+        .ok_or_else(|| bad(format!("its state tensor '{name}' is missing")))?;
+    let n_blocks = (info.n_elements() / block as u64) as usize;
+    if st.ty != GgmlType::F32 || st.n_elements() as usize != DqState::tensor_len(n_blocks) {
+        return Err(bad(format!(
+            "state tensor '{name}' must be F32 with {} elements",
+            DqState::tensor_len(n_blocks)
+        )));
+    }
+    let values: Vec<f32> = g
+        .tensor_data(si)
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .collect();
+    DqState::from_values(&values, n_blocks).ok_or_else(|| bad("bad state tensor".into()))
 }
 
 /// The source dtype of a planned safetensors tensor as a ggml type.

@@ -79,26 +79,63 @@ pub fn execute(
     let mut writer = GgufFileWriter::create(out, &plan.metadata, &specs, plan.alignment)
         .map_err(|e| ConvertError::output(out, e))?;
     let bar = progress_bar(opts.progress, plan.data_bytes());
+    // The state of the last NF4_DQ tensor, written as the companion tensor that follows it.
+    let mut pending_state: Option<Vec<f32>> = None;
     for t in &plan.tensors {
+        let write = |writer: &mut GgufFileWriter, bytes: &[u8]| -> Result<(), ConvertError> {
+            writer
+                .write_tensor_data(bytes)
+                .map_err(|e| ConvertError::output(out, e))?;
+            if let Some(b) = &bar {
+                b.inc(bytes.len() as u64);
+            }
+            Ok(())
+        };
+        if let TensorSource::Nf4DqState = t.source {
+            let values = pending_state.take().ok_or_else(|| {
+                ConvertError::Plan(format!("tensor '{}': no NF4_DQ tensor before it", t.name))
+            })?;
+            let mut bytes = vec![0u8; values.len() * 4];
+            quant::float::f32_to_le_bytes(&values, &mut bytes);
+            write(&mut writer, &bytes)?;
+            continue;
+        }
         let rows_per_chunk = (opts.chunk_elements / t.row_len().max(1)).max(1);
         let n_rows = t.n_rows();
         let chunks: Vec<(usize, usize)> = (0..n_rows)
             .step_by(rows_per_chunk)
             .map(|r0| (r0, (r0 + rows_per_chunk).min(n_rows)))
             .collect();
+        // NF4 with double quantization needs every block's absmax before the first block can
+        // be written (the offset is their mean): one extra read pass, O(elements / block).
+        let dq = match t.ty {
+            GgmlType::Nf4Dq { block } => {
+                let mut absmax = Vec::with_capacity(t.n_elements() as usize / block as usize);
+                for wave in chunks.chunks(threads) {
+                    let parts: Vec<Vec<f32>> = pool.install(|| {
+                        wave.par_iter()
+                            .map(|&(r0, r1)| {
+                                let v = source_rows(t, input, r0, r1)?;
+                                Ok(quant::nf4::block_absmax(&v, block as usize))
+                            })
+                            .collect::<Result<Vec<_>, ConvertError>>()
+                    })?;
+                    parts.into_iter().for_each(|p| absmax.extend(p));
+                }
+                let (state, codes) = quant::nf4::double_quantize(&absmax);
+                pending_state = Some(state.to_values());
+                Some((absmax, codes))
+            }
+            _ => None,
+        };
         for wave in chunks.chunks(threads) {
             let produced: Vec<Vec<u8>> = pool.install(|| {
                 wave.par_iter()
-                    .map(|&(r0, r1)| produce_rows(t, input, r0, r1))
+                    .map(|&(r0, r1)| produce_rows(t, input, r0, r1, dq.as_ref()))
                     .collect::<Result<Vec<_>, _>>()
             })?;
             for bytes in produced {
-                writer
-                    .write_tensor_data(&bytes)
-                    .map_err(|e| ConvertError::output(out, e))?;
-                if let Some(b) = &bar {
-                    b.inc(bytes.len() as u64);
-                }
+                write(&mut writer, &bytes)?;
             }
             // Resident memory must not grow with the tensor: drop the source pages that no
             // later chunk needs.
@@ -108,8 +145,10 @@ pub fn execute(
                 ck.release_prefix(src, src_rows * t.row_len());
             }
         }
-        if let (Input::Checkpoint(ck), TensorSource::Safetensors(src)) = (input, &t.source) {
-            ck.release(src);
+        match (input, &t.source) {
+            (Input::Checkpoint(ck), TensorSource::Safetensors(src)) => ck.release(src),
+            (Input::Gguf(g), TensorSource::Gguf { index, .. }) => g.release(*index),
+            _ => {}
         }
     }
     let hashes = writer.tensor_hashes();
@@ -144,13 +183,13 @@ fn progress_bar(enabled: bool, total: u64) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
-/// Output bytes of rows `[r0, r1)` of tensor `t`.
-fn produce_rows(
+/// Source values of rows `[r0, r1)` of tensor `t` (after the row transform), checked finite.
+fn source_rows(
     t: &PlannedTensor,
     input: &Input,
     r0: usize,
     r1: usize,
-) -> Result<Vec<u8>, ConvertError> {
+) -> Result<Vec<f32>, ConvertError> {
     let row_len = t.row_len();
     let n_rows = t.n_rows();
     let mut values = vec![0f32; (r1 - r0) * row_len];
@@ -158,36 +197,69 @@ fn produce_rows(
         let src_row = t.transform.source_row(r0 + i, n_rows);
         read_source_row(t, input, src_row, row)?;
     }
-    let non_finite = |index: usize, value: f32, what: &str| {
-        let row = t.transform.source_row(r0 + index / row_len, n_rows);
-        ConvertError::NonFinite {
-            tensor: t.name.clone(),
-            index: row as u64 * row_len as u64 + (index % row_len) as u64,
-            value,
-            what: what.to_string(),
-        }
-    };
     if let Some((i, v)) = quant::first_non_finite(&values) {
-        return Err(non_finite(i, v, "in the source"));
+        return Err(non_finite(t, r0, i, v, "in the source"));
     }
+    Ok(values)
+}
+
+fn non_finite(t: &PlannedTensor, r0: usize, index: usize, value: f32, what: &str) -> ConvertError {
+    let row_len = t.row_len();
+    let row = t.transform.source_row(r0 + index / row_len, t.n_rows());
+    ConvertError::NonFinite {
+        tensor: t.name.clone(),
+        index: row as u64 * row_len as u64 + (index % row_len) as u64,
+        value,
+        what: what.to_string(),
+    }
+}
+
+/// Output bytes of rows `[r0, r1)` of tensor `t`. `dq` carries the whole tensor's block
+/// absmax values and 8-bit codes for NF4 with double quantization.
+fn produce_rows(
+    t: &PlannedTensor,
+    input: &Input,
+    r0: usize,
+    r1: usize,
+    dq: Option<&(Vec<f32>, Vec<u8>)>,
+) -> Result<Vec<u8>, ConvertError> {
+    let mut values = source_rows(t, input, r0, r1)?;
     if t.f16_intermediate {
         // llama.cpp quantizes from our f16 file: round through f16 the same way.
         let mut half = vec![0u8; values.len() * 2];
         quant::quantize(GgmlType::F16, &values, &mut half).expect("finite values");
         quant::dequantize(GgmlType::F16, &half, &mut values).expect("lengths match");
         if let Some((i, v)) = quant::first_non_finite(&values) {
-            return Err(non_finite(i, v, "after rounding to f16 (the value exceeds f16's range)"));
+            return Err(non_finite(
+                t,
+                r0,
+                i,
+                v,
+                "after rounding to f16 (beyond f16's range)",
+            ));
         }
     }
-    let n_bytes = t
-        .ty
-        .bytes_for(values.len() as u64)
-        .expect("whole rows of a planned type") as usize;
+    let n_bytes =
+        t.ty.bytes_for(values.len() as u64)
+            .expect("whole rows of a planned type") as usize;
     let mut out = vec![0u8; n_bytes];
-    quant::quantize(t.ty, &values, &mut out).map_err(|e| ConvertError::Quant {
-        tensor: t.name.clone(),
-        source: e,
-    })?;
+    match (t.ty, dq) {
+        (GgmlType::Nf4Dq { block }, Some((absmax, codes))) => {
+            let b0 = r0 * t.row_len() / block as usize;
+            let nb = values.len() / block as usize;
+            quant::nf4::quantize_nf4_dq(
+                &values,
+                block as usize,
+                &codes[b0..b0 + nb],
+                &absmax[b0..b0 + nb],
+                &mut out,
+            );
+        }
+        _ => quant::quantize(t.ty, &values, &mut out).map_err(|e| ConvertError::Quant {
+            tensor: t.name.clone(),
+            source: e,
+        })?,
+    }
     Ok(out)
 }
 
@@ -204,26 +276,50 @@ pub(crate) fn read_source_row(
             ck.read_f32(src, row * row_len, out);
             Ok(())
         }
-        (TensorSource::Gguf { index }, Input::Gguf(g)) => {
-            let info = &g.tensors()[*index];
-            let row_bytes = info
-                .ty
-                .bytes_for(row_len as u64)
-                .expect("validated by the reader") as usize;
-            let data = g.tensor_data(*index);
-            let bytes = &data[row * row_bytes..(row + 1) * row_bytes];
-            quant::dequantize(info.ty, bytes, out).map_err(|e| ConvertError::Quant {
-                tensor: t.name.clone(),
-                source: e,
-            })
+        (TensorSource::Gguf { index, dq }, Input::Gguf(g)) => {
+            gguf_row_f32(g, *index, dq.as_deref(), row, out)
         }
         (TensorSource::Generated(values), _) => {
             out.copy_from_slice(&values[row * row_len..(row + 1) * row_len]);
             Ok(())
         }
-        _ => Err(ConvertError::Plan(format!(
+        (TensorSource::Nf4DqState, _) | (_, _) => Err(ConvertError::Plan(format!(
             "tensor '{}': source does not match the input",
             t.name
         ))),
+    }
+}
+
+/// Row `row` of GGUF tensor `index` as f32, for every type qforge reads (NF4_DQ needs its
+/// state).
+pub(crate) fn gguf_row_f32(
+    g: &crate::gguf::GgufFile,
+    index: usize,
+    dq: Option<&quant::nf4::DqState>,
+    row: usize,
+    out: &mut [f32],
+) -> Result<(), ConvertError> {
+    let info = &g.tensors()[index];
+    let row_len = out.len();
+    let row_bytes = info
+        .ty
+        .bytes_for(row_len as u64)
+        .expect("validated by the reader") as usize;
+    let bytes = &g.tensor_data(index)[row * row_bytes..(row + 1) * row_bytes];
+    let err = |e| ConvertError::Quant {
+        tensor: info.name.clone(),
+        source: e,
+    };
+    match (info.ty, dq) {
+        (GgmlType::Nf4Dq { block }, Some(state)) => quant::nf4::dequantize_nf4_dq(
+            quant::active_isa(),
+            bytes,
+            block as usize,
+            state,
+            row * row_len / block as usize,
+            out,
+        )
+        .map_err(err),
+        _ => quant::dequantize(info.ty, bytes, out).map_err(err),
     }
 }

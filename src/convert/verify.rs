@@ -7,7 +7,6 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use crate::gguf::{GgufFile, Value};
-use crate::quant;
 
 use super::plan::{plan, Input, TensorSource, KEY_TENSOR_SHA256};
 use super::ConvertError;
@@ -111,18 +110,23 @@ pub fn verify_against(file: &GgufFile, source: &Path) -> Result<Vec<TensorError>
             continue;
         }
         let row_len = t.row_len();
-        let row_bytes = info.ty.bytes_for(row_len as u64).unwrap_or(0) as usize;
-        let data = file.tensor_data(index);
+        let dq = match info.ty {
+            crate::gguf::GgmlType::Nf4Dq { block } => {
+                Some(super::plan::load_dq_state(file, index, block)?)
+            }
+            _ => None,
+        };
         let mut want = vec![0f32; row_len];
         let mut got = vec![0f32; row_len];
         let (mut se, mut sx, mut max_abs) = (0f64, 0f64, 0f64);
         for r in 0..t.n_rows() {
-            super::run::read_source_row(t, &input, t.transform.source_row(r, t.n_rows()), &mut want)?;
-            quant::dequantize(info.ty, &data[r * row_bytes..(r + 1) * row_bytes], &mut got)
-                .map_err(|e| ConvertError::Quant {
-                    tensor: t.name.clone(),
-                    source: e,
-                })?;
+            super::run::read_source_row(
+                t,
+                &input,
+                t.transform.source_row(r, t.n_rows()),
+                &mut want,
+            )?;
+            super::run::gguf_row_f32(file, index, dq.as_ref(), r, &mut got)?;
             for (&a, &b) in want.iter().zip(&got) {
                 let d = a as f64 - b as f64;
                 se += d * d;
