@@ -4,13 +4,18 @@
 //! The crate is a library first; the `qforge` binary is a thin layer over it.
 //!
 //! - [`gguf`]: the container (value types, ggml type table, strict reader, streaming writer).
-//! - [`quant`]: block formats, scalar reference quantizers and SIMD dequantizers.
-
-pub mod gguf;
-pub mod quant;
+//! - [`quant`]: block formats, scalar reference quantizers, SIMD kernels with runtime dispatch.
+//! - [`source`]: safetensors checkpoints (single or sharded), config.json, tokenizer files.
+//! - [`arch`]: Llama-family names, the rotary permutation, hyperparameters.
+//! - [`convert`]: recipe → plan → streaming execution, and verification.
+//! - [`inspect`]: text and JSON reports of a GGUF header.
 
 pub mod arch;
+pub mod convert;
+pub mod gguf;
+pub mod inspect;
+pub mod quant;
+pub mod source;
+
 #[doc(hidden)]
 pub mod cli;
-pub mod convert;
-pub mod source;

@@ -451,6 +451,14 @@ impl GgufFileWriter {
         let tmp = buf
             .into_inner()
             .map_err(|e| GgufError::io(e.into_error()))?;
+        // Temporary files are created 0600; the result should be an ordinary file.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))
+                .map_err(GgufError::io)?;
+        }
         tmp.as_file().sync_all().map_err(GgufError::io)?;
         let file: File = tmp.persist(&self.path).map_err(|e| {
             GgufError::new(
