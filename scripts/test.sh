@@ -1,7 +1,20 @@
 #!/usr/bin/env bash
-# The whole test suite: Rust unit, integration and golden-vector tests, then the llama.cpp
-# interop tests (which install their Python requirements first, once).
+# The whole test suite: Rust unit, integration, golden-vector and property tests, then the
+# interop tests against real llama.cpp (llama-cpp-python) and the HF tokenizers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "== cargo test --release"
 cargo test --release
+
+echo "== Python requirements for the interop tests"
+# llama-cpp-python builds llama.cpp from source (a few minutes, once). A portable AVX2 build:
+# the CPU backend's AMX/AVX-512 repacking paths crash on quantized models on some Xeons, and a
+# fixed instruction set keeps results the same on every machine.
+export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF}"
+export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
+python3 -m pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
+
+echo "== interop with llama.cpp"
+cargo build --release --quiet
+python3 tests/interop/run.py --qforge target/release/qforge

@@ -51,7 +51,10 @@ fn golden_vector_without_double_quant() {
         absmax.iter().map(|a| a.to_bits()).collect::<Vec<_>>(),
         [0x40000000, 0x40800000, 0x40c00000, 0x40dc28f6]
     );
-    assert_eq!(&idx[..16], &[0, 4, 12, 1, 6, 14, 2, 9, 15, 3, 11, 0, 5, 13, 1, 7]);
+    assert_eq!(
+        &idx[..16],
+        &[0, 4, 12, 1, 6, 14, 2, 9, 15, 3, 11, 0, 5, 13, 1, 7]
+    );
     assert_eq!(&idx[192..], &[3, 12, 0, 5, 14, 1, 8, 15]);
     // The library on the three full blocks (GGUF blocks never cross rows, so the partial
     // bitsandbytes block is checked through the naive reference above).
@@ -82,7 +85,12 @@ fn golden_vector_double_quant() {
         .collect();
     assert_eq!(
         rec,
-        vec![2.019124984741211, 4.008125305175781, 6.005625247955322, 6.885375499725342]
+        vec![
+            2.019124984741211,
+            4.008125305175781,
+            6.005625247955322,
+            6.885375499725342
+        ]
     );
     // first 8 dequantized values with DQ
     let mut blocks = vec![0u8; 33];
@@ -138,8 +146,13 @@ fn dynamic_map_matches_its_construction() {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let table = nf4::dq_map();
     assert_eq!(v.len(), 256);
-    let mismatches: Vec<usize> = (0..256).filter(|&i| v[i].to_bits() != table[i].to_bits()).collect();
-    assert!(mismatches.is_empty(), "entries differing from the table: {mismatches:?}");
+    let mismatches: Vec<usize> = (0..256)
+        .filter(|&i| v[i].to_bits() != table[i].to_bits())
+        .collect();
+    assert!(
+        mismatches.is_empty(),
+        "entries differing from the table: {mismatches:?}"
+    );
 }
 
 #[test]
@@ -163,7 +176,12 @@ fn randn(n: usize, seed: u64) -> Vec<f32> {
 
 fn errors(a: &[f32], b: &[f32]) -> (f64, f64) {
     let n = a.len() as f64;
-    let err: f64 = a.iter().zip(b).map(|(x, y)| (x - y).abs() as f64).sum::<f64>() / n;
+    let err: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() as f64)
+        .sum::<f64>()
+        / n;
     let rel: f64 = a
         .iter()
         .zip(b)
@@ -182,7 +200,10 @@ fn error_bounds_on_randn_with_and_without_double_quant() {
     let mut y = vec![0f32; x.len()];
     dequantize_with(Isa::Scalar, GgmlType::Nf4 { block: 64 }, &q, &mut y).unwrap();
     let (err, rel) = errors(&x, &y);
-    assert!(err < 0.073316 && rel < 0.205719, "no DQ: err {err} rel {rel}");
+    assert!(
+        err < 0.073316 && rel < 0.205719,
+        "no DQ: err {err} rel {rel}"
+    );
     assert!(err > 0.0725, "suspiciously small error {err}");
 
     let absmax = nf4::block_absmax(&x, 64);
@@ -192,8 +213,14 @@ fn error_bounds_on_randn_with_and_without_double_quant() {
     let mut yd = vec![0f32; x.len()];
     nf4::dequantize_nf4_dq(Isa::Scalar, &qd, 64, &state, 0, &mut yd).unwrap();
     let (err_dq, rel_dq) = errors(&x, &yd);
-    assert!(err_dq < 0.073316 && rel_dq < 0.205719, "DQ: err {err_dq} rel {rel_dq}");
-    assert!(err_dq >= err * 0.999, "DQ should not beat exact scales: {err_dq} vs {err}");
+    assert!(
+        err_dq < 0.073316 && rel_dq < 0.205719,
+        "DQ: err {err_dq} rel {rel_dq}"
+    );
+    assert!(
+        err_dq >= err * 0.999,
+        "DQ should not beat exact scales: {err_dq} vs {err}"
+    );
     let st = DqState::from_values(&state.to_values(), absmax.len()).unwrap();
     assert_eq!(st, state);
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 
 use crate::convert::{self, Input, Recipe, RunOptions, RECIPE_NAMES};
 use crate::gguf::GgufFile;
@@ -50,8 +50,8 @@ fn human(bytes: u64) -> String {
 
 pub fn run(args: ConvertArgs) -> anyhow::Result<i32> {
     let _ = RECIPE_NAMES;
-    let input = Input::open(&args.input)
-        .with_context(|| format!("cannot open {}", args.input.display()))?;
+    // Library errors already name the file, tensor or key.
+    let input = Input::open(&args.input)?;
     let plan = convert::plan(&input, &args.input, args.recipe)?;
     if args.dry_run {
         println!(

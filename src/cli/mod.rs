@@ -45,7 +45,9 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Library errors carry their cause in their own message (file, tensor, offset),
+            // so the chain is not printed again.
+            eprintln!("error: {e}");
             EXIT_INVALID
         }
     }

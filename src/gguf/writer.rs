@@ -416,9 +416,12 @@ impl GgufFileWriter {
             .suffix(".tmp")
             .tempfile_in(&dir)
             .map_err(|e| {
+                // tempfile's message repeats the random temporary name; the OS error is enough.
+                let full = e.to_string();
+                let why = full.split(" at path ").next().unwrap_or(&full).to_string();
                 GgufError::new(
                     0,
-                    ErrorKind::Io(format!("cannot create a file in {}: {e}", dir.display())),
+                    ErrorKind::Io(format!("cannot create a file in {}: {why}", dir.display())),
                 )
             })?;
         let inner = GgufWriter::new(
