@@ -1,0 +1,114 @@
+//! Every SIMD kernel equals its scalar twin bit for bit: dequantization of random blocks
+//! (including NaN/inf/subnormal scales, since a reader sees arbitrary bytes), quantization of
+//! random and edge inputs, at several block counts; and the error paths of the dispatch.
+
+use qforge::gguf::GgmlType;
+use qforge::quant::{dequantize_with, quantize_with, Isa, QuantError};
+use rand::{Rng, SeedableRng};
+use rand_distr::{StandardNormal, StudentT};
+
+const TYPES: &[GgmlType] = &[
+    GgmlType::F16,
+    GgmlType::Bf16,
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q4K,
+    GgmlType::Q5K,
+    GgmlType::Q6K,
+    GgmlType::Iq4Nl,
+    GgmlType::Nf4 { block: 64 },
+];
+
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+#[test]
+fn dequantize_random_bytes_simd_equals_scalar() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+    for &ty in TYPES {
+        for blocks in [1usize, 3, 17, 64] {
+            let n = blocks * ty.block_size() as usize;
+            let bytes: Vec<u8> = (0..ty.bytes_for(n as u64).unwrap())
+                .map(|_| rng.gen())
+                .collect();
+            let mut want = vec![0f32; n];
+            dequantize_with(Isa::Scalar, ty, &bytes, &mut want).unwrap();
+            for isa in Isa::available() {
+                let mut got = vec![0f32; n];
+                dequantize_with(isa, ty, &bytes, &mut got).unwrap();
+                assert!(same_bits(&want, &got), "{ty} {isa:?} {blocks} blocks");
+            }
+        }
+    }
+}
+
+fn edge_inputs(n: usize, rng: &mut rand::rngs::StdRng) -> Vec<Vec<f32>> {
+    let t = StudentT::new(2.0f32).unwrap();
+    vec![
+        (0..n).map(|_| rng.sample::<f32, _>(StandardNormal)).collect(),
+        (0..n).map(|_| rng.sample(t)).collect(),
+        vec![0.0; n],
+        (0..n).map(|i| if i % 7 == 0 { -0.0 } else { 0.0 }).collect(),
+        (0..n).map(|_| rng.sample::<f32, _>(StandardNormal) * 1e-40).collect(),
+        (0..n).map(|i| (i % 33) as f32 * 0.5 - 8.0).collect(),
+        (0..n).map(|_| rng.gen::<f32>() * 65504.0).collect(),
+        (0..n).map(|_| -rng.gen::<f32>() - 0.01).collect(),
+        (0..n).map(|i| if i % 64 == 5 { 1e30 } else { 1.0 }).collect(),
+    ]
+}
+
+#[test]
+fn quantize_simd_equals_scalar_on_edge_inputs() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(99);
+    for &ty in TYPES {
+        let n = 4 * 256;
+        for (k, x) in edge_inputs(n, &mut rng).iter().enumerate() {
+            let len = ty.bytes_for(n as u64).unwrap() as usize;
+            let mut want = vec![0u8; len];
+            quantize_with(Isa::Scalar, ty, x, &mut want).unwrap();
+            for isa in Isa::available() {
+                let mut got = vec![0u8; len];
+                quantize_with(isa, ty, x, &mut got).unwrap();
+                assert_eq!(want, got, "{ty} {isa:?} input {k}");
+            }
+        }
+    }
+}
+
+#[test]
+fn dispatch_rejects_bad_lengths_and_non_finite_values() {
+    let mut out = vec![0u8; 34];
+    assert_eq!(
+        quantize_with(Isa::Scalar, GgmlType::Q8_0, &[0.0; 31], &mut out),
+        Err(QuantError::NotBlockMultiple {
+            ty: GgmlType::Q8_0,
+            block: 32,
+            len: 31
+        })
+    );
+    assert_eq!(
+        quantize_with(Isa::Scalar, GgmlType::Q8_0, &[0.0; 64], &mut out),
+        Err(QuantError::ByteLength {
+            ty: GgmlType::Q8_0,
+            elements: 64,
+            expected: 68,
+            actual: 34
+        })
+    );
+    let mut x = vec![1.0f32; 32];
+    x[19] = f32::INFINITY;
+    match quantize_with(Isa::Scalar, GgmlType::Q8_0, &x, &mut out) {
+        Err(QuantError::NonFinite { index: 19, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    let mut y = vec![0f32; 32];
+    assert!(dequantize_with(Isa::Scalar, GgmlType::Q4K, &[0u8; 144], &mut y).is_err());
+    assert!(matches!(
+        quantize_with(Isa::Scalar, GgmlType::Q2K, &[0.0; 256], &mut [0u8; 84]),
+        Err(QuantError::Unsupported { .. })
+    ));
+}
