@@ -46,11 +46,7 @@ fn preview_string(s: &str, full: bool) -> String {
         format!("\"{}\"", escape(s))
     } else {
         let head: String = s.chars().take(STRING_PREVIEW).collect();
-        format!(
-            "\"{}\"... ({} chars)",
-            escape(&head),
-            s.chars().count()
-        )
+        format!("\"{}\"... ({} chars)", escape(&head), s.chars().count())
     }
 }
 
@@ -129,10 +125,9 @@ fn totals(h: &GgufHeader) -> BTreeMap<String, TypeTotal> {
 }
 
 fn overall_bpw(h: &GgufHeader) -> f64 {
-    let (e, b) = h
-        .tensors
-        .iter()
-        .fold((0u64, 0u64), |(e, b), t| (e + t.n_elements(), b + t.n_bytes()));
+    let (e, b) = h.tensors.iter().fold((0u64, 0u64), |(e, b), t| {
+        (e + t.n_elements(), b + t.n_bytes())
+    });
     if e == 0 {
         0.0
     } else {

@@ -5,7 +5,9 @@
 
 use std::path::PathBuf;
 
-use qforge::gguf::{write_to_vec, Array, GgmlType, GgufFile, GgufHeader, Metadata, TensorSpec, Value};
+use qforge::gguf::{
+    write_to_vec, Array, GgmlType, GgufFile, GgufHeader, Metadata, TensorSpec, Value,
+};
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
@@ -45,8 +47,16 @@ fn float_bits(v: &Value) -> Option<Vec<String>> {
 
 /// Compare a parsed file with gguf-py's reading of it.
 fn assert_matches(file: &GgufFile, want: &Json, label: &str) {
-    assert_eq!(file.version(), want["version"].as_u64().unwrap() as u32, "{label}");
-    assert_eq!(file.alignment(), want["alignment"].as_u64().unwrap(), "{label}");
+    assert_eq!(
+        file.version(),
+        want["version"].as_u64().unwrap() as u32,
+        "{label}"
+    );
+    assert_eq!(
+        file.alignment(),
+        want["alignment"].as_u64().unwrap(),
+        "{label}"
+    );
     let kv = want["kv"].as_array().unwrap();
     let got: Vec<(&str, &Value)> = file.metadata().iter().collect();
     assert_eq!(got.len(), kv.len(), "{label}: key count");
@@ -71,7 +81,9 @@ fn assert_matches(file: &GgufFile, want: &Json, label: &str) {
                     w["element_type"].as_str().unwrap(),
                     "{label}: {key}"
                 );
-                let vals: Vec<Json> = (0..a.len()).map(|i| scalar_json(&a.get(i).unwrap())).collect();
+                let vals: Vec<Json> = (0..a.len())
+                    .map(|i| scalar_json(&a.get(i).unwrap()))
+                    .collect();
                 assert_eq!(Json::from(vals), w["value"], "{label}: {key}");
             }
             v => assert_eq!(scalar_json(v), w["value"], "{label}: {key}"),
@@ -81,11 +93,31 @@ fn assert_matches(file: &GgufFile, want: &Json, label: &str) {
     assert_eq!(file.tensors().len(), tensors.len(), "{label}");
     for (i, (t, w)) in file.tensors().iter().zip(tensors).enumerate() {
         assert_eq!(t.name, w["name"].as_str().unwrap(), "{label}");
-        assert_eq!(t.ty.id() as u64, w["type"].as_u64().unwrap(), "{label}: {}", t.name);
-        let shape: Vec<u64> = w["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).collect();
+        assert_eq!(
+            t.ty.id() as u64,
+            w["type"].as_u64().unwrap(),
+            "{label}: {}",
+            t.name
+        );
+        let shape: Vec<u64> = w["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap())
+            .collect();
         assert_eq!(t.dims, shape, "{label}: {}", t.name);
-        assert_eq!(t.offset, w["offset"].as_u64().unwrap(), "{label}: {}", t.name);
-        assert_eq!(t.n_bytes(), w["n_bytes"].as_u64().unwrap(), "{label}: {}", t.name);
+        assert_eq!(
+            t.offset,
+            w["offset"].as_u64().unwrap(),
+            "{label}: {}",
+            t.name
+        );
+        assert_eq!(
+            t.n_bytes(),
+            w["n_bytes"].as_u64().unwrap(),
+            "{label}: {}",
+            t.name
+        );
         assert_eq!(
             hex(&Sha256::digest(file.tensor_data(i))),
             w["sha256"].as_str().unwrap(),
@@ -138,7 +170,10 @@ fn qforge_written() -> Vec<u8> {
         ("t.arr.i32", Value::Array(Array::I32(vec![1, 4, 6]))),
         ("t.arr.f32", Value::Array(Array::F32(vec![1.5, -2.25]))),
         ("t.arr.bool", Value::Array(Array::Bool(vec![false, true]))),
-        ("t.arr.string", Value::Array(Array::String(vec!["x y".into(), "".into(), "日本".into()]))),
+        (
+            "t.arr.string",
+            Value::Array(Array::String(vec!["x y".into(), "".into(), "日本".into()])),
+        ),
         ("t.arr.u64", Value::Array(Array::U64(vec![1 << 40]))),
         ("t.arr.i64", Value::Array(Array::I64(vec![-(1 << 40)]))),
         ("t.arr.f64", Value::Array(Array::F64(vec![0.1, 0.2]))),
@@ -146,13 +181,40 @@ fn qforge_written() -> Vec<u8> {
     for (k, v) in items {
         m.insert(k, v).unwrap();
     }
-    let f32s: Vec<u8> = (0..24).flat_map(|i| (i as f32 * 0.5 - 3.0).to_le_bytes()).collect();
-    let f16s: Vec<u8> = (0..32).flat_map(|i| half::f16::from_f32(i as f32 / 8.0).to_le_bytes()).collect();
-    let q8: Vec<u8> = (0..2 * 34).map(|i| if i % 34 < 2 { 0x20 } else { i as u8 }).collect();
+    let f32s: Vec<u8> = (0..24)
+        .flat_map(|i| (i as f32 * 0.5 - 3.0).to_le_bytes())
+        .collect();
+    let f16s: Vec<u8> = (0..32)
+        .flat_map(|i| half::f16::from_f32(i as f32 / 8.0).to_le_bytes())
+        .collect();
+    let q8: Vec<u8> = (0..2 * 34)
+        .map(|i| if i % 34 < 2 { 0x20 } else { i as u8 })
+        .collect();
     let tensors = vec![
-        (TensorSpec { name: "a.f32".into(), dims: vec![8, 3], ty: GgmlType::F32 }, &f32s[..]),
-        (TensorSpec { name: "b.f16".into(), dims: vec![16, 2], ty: GgmlType::F16 }, &f16s[..]),
-        (TensorSpec { name: "c.q8_0".into(), dims: vec![64], ty: GgmlType::Q8_0 }, &q8[..]),
+        (
+            TensorSpec {
+                name: "a.f32".into(),
+                dims: vec![8, 3],
+                ty: GgmlType::F32,
+            },
+            &f32s[..],
+        ),
+        (
+            TensorSpec {
+                name: "b.f16".into(),
+                dims: vec![16, 2],
+                ty: GgmlType::F16,
+            },
+            &f16s[..],
+        ),
+        (
+            TensorSpec {
+                name: "c.q8_0".into(),
+                dims: vec![64],
+                ty: GgmlType::Q8_0,
+            },
+            &q8[..],
+        ),
     ];
     write_to_vec(&m, &tensors, 64).unwrap()
 }
@@ -164,7 +226,11 @@ fn writer_output_is_byte_identical_to_the_committed_file_gguf_py_reads() {
     if std::env::var_os("QFORGE_BLESS").is_some() {
         std::fs::write(&path, &bytes).unwrap();
     }
-    assert_eq!(bytes, std::fs::read(&path).unwrap(), "writer output changed");
+    assert_eq!(
+        bytes,
+        std::fs::read(&path).unwrap(),
+        "writer output changed"
+    );
     let want: Json =
         serde_json::from_slice(&std::fs::read(path.with_extension("json")).unwrap()).unwrap();
     assert_matches(&GgufFile::open(&path).unwrap(), &want, "qforge-written");

@@ -70,9 +70,14 @@ fn bad_magic() {
 #[test]
 fn unsupported_versions() {
     for v in [0u32, 1, 4, 99] {
-        assert_eq!(err(&B::header(v, 0, 0)), (ErrorKind::UnsupportedVersion(v), 4));
+        assert_eq!(
+            err(&B::header(v, 0, 0)),
+            (ErrorKind::UnsupportedVersion(v), 4)
+        );
     }
-    let msg = GgufHeader::parse(&B::header(1, 0, 0).0).unwrap_err().to_string();
+    let msg = GgufHeader::parse(&B::header(1, 0, 0).0)
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("version 1 is no longer supported"), "{msg}");
 }
 
@@ -84,16 +89,37 @@ fn byte_swapped_file() {
     b.0.extend_from_slice(&0u64.to_be_bytes());
     let (kind, off) = err(&b);
     assert_eq!((kind, off), (ErrorKind::ByteSwapped(0x0300_0000), 4));
-    assert!(GgufHeader::parse(&b.0).unwrap_err().to_string().contains("big-endian"));
+    assert!(GgufHeader::parse(&b.0)
+        .unwrap_err()
+        .to_string()
+        .contains("big-endian"));
 }
 
 #[test]
 fn huge_counts_are_bounded_by_the_file() {
     let (kind, off) = err(&B::header(3, u64::MAX, 0));
-    assert!(matches!(kind, ErrorKind::CountTooLarge { what: "tensor count", .. }), "{kind:?}");
+    assert!(
+        matches!(
+            kind,
+            ErrorKind::CountTooLarge {
+                what: "tensor count",
+                ..
+            }
+        ),
+        "{kind:?}"
+    );
     assert_eq!(off, 8);
     let (kind, off) = err(&B::header(3, 0, u64::MAX));
-    assert!(matches!(kind, ErrorKind::CountTooLarge { what: "metadata count", .. }), "{kind:?}");
+    assert!(
+        matches!(
+            kind,
+            ErrorKind::CountTooLarge {
+                what: "metadata count",
+                ..
+            }
+        ),
+        "{kind:?}"
+    );
     assert_eq!(off, 16);
 }
 
@@ -103,13 +129,22 @@ fn string_longer_than_the_file_or_the_cap() {
     b.u64(1000);
     b.0.extend_from_slice(b"key, and not nearly 1000 bytes");
     let (kind, off) = err(&b);
-    assert!(matches!(kind, ErrorKind::Truncated { needed: 1000, .. }), "{kind:?}");
+    assert!(
+        matches!(kind, ErrorKind::Truncated { needed: 1000, .. }),
+        "{kind:?}"
+    );
     assert_eq!(off, 32);
     let mut b = B::header(3, 0, 1);
     b.u64((1 << 30) + 1).zeros(16);
     assert_eq!(
         err(&b),
-        (ErrorKind::StringTooLong { length: (1 << 30) + 1, max: 1 << 30 }, 24)
+        (
+            ErrorKind::StringTooLong {
+                length: (1 << 30) + 1,
+                max: 1 << 30
+            },
+            24
+        )
     );
 }
 
@@ -120,7 +155,13 @@ fn array_counts_are_capped_and_bounded() {
     let at = b.pos() - 8;
     assert_eq!(
         err(&b),
-        (ErrorKind::ArrayTooLong { length: (1 << 30) + 1, max: 1 << 30 }, at)
+        (
+            ErrorKind::ArrayTooLong {
+                length: (1 << 30) + 1,
+                max: 1 << 30
+            },
+            at
+        )
     );
     let mut b = B::header(3, 0, 1);
     b.str("k").u32(9).u32(8).u64(1 << 29); // strings need 8 bytes each at least
@@ -162,7 +203,10 @@ fn alignment_must_be_a_u32_power_of_two_up_to_1_mib() {
         let mut b = B::header(3, 0, 1);
         b.kv_u32("general.alignment", v);
         let (kind, off) = err(&b);
-        assert!(matches!(kind, ErrorKind::BadAlignment { .. }), "{v}: {kind:?}");
+        assert!(
+            matches!(kind, ErrorKind::BadAlignment { .. }),
+            "{v}: {kind:?}"
+        );
         assert_eq!(off, 24);
     }
     let mut b = B::header(3, 0, 1);
@@ -185,7 +229,16 @@ fn one_tensor(name: &str, dims: &[u64], ty: u32, offset: u64, data: usize) -> (B
 fn tensor_names() {
     let long = "x".repeat(64);
     let (b, at) = one_tensor(&long, &[4], 0, 0, 16);
-    assert_eq!(err(&b), (ErrorKind::TensorNameTooLong { name: long, length: 64 }, at));
+    assert_eq!(
+        err(&b),
+        (
+            ErrorKind::TensorNameTooLong {
+                name: long,
+                length: 64
+            },
+            at
+        )
+    );
     let ok = "x".repeat(63);
     assert!(GgufHeader::parse(&one_tensor(&ok, &[4], 0, 0, 16).0 .0).is_ok());
     let (b, at) = one_tensor("", &[4], 0, 0, 16);
@@ -194,32 +247,68 @@ fn tensor_names() {
     b.tensor("t", &[8], 0, 0);
     let at = b.pos();
     b.tensor("t", &[8], 0, 32).pad(32).zeros(64);
-    assert_eq!(err(&b), (ErrorKind::DuplicateTensorName { name: "t".into() }, at));
+    assert_eq!(
+        err(&b),
+        (ErrorKind::DuplicateTensorName { name: "t".into() }, at)
+    );
 }
 
 #[test]
 fn dimensions() {
     let (b, at) = one_tensor("t", &[1, 1, 1, 1, 1], 0, 0, 4);
-    assert_eq!(err(&b), (ErrorKind::BadDimCount { name: "t".into(), n_dims: 5 }, at + 8 + 1));
+    assert_eq!(
+        err(&b),
+        (
+            ErrorKind::BadDimCount {
+                name: "t".into(),
+                n_dims: 5
+            },
+            at + 8 + 1
+        )
+    );
     let (b, at) = one_tensor("t", &[4, u64::MAX], 0, 0, 16);
     assert_eq!(
         err(&b),
-        (ErrorKind::NegativeDim { name: "t".into(), dim: -1 }, at + 8 + 1 + 4 + 8)
+        (
+            ErrorKind::NegativeDim {
+                name: "t".into(),
+                dim: -1
+            },
+            at + 8 + 1 + 4 + 8
+        )
     );
     let big = 4 * i32::MAX as u64;
     let (b, at) = one_tensor("t", &[big, big], 0, 0, 16);
     // reported at the dimension count, where the shape starts
-    assert_eq!(err(&b), (ErrorKind::ElementCountOverflow { name: "t".into() }, at + 9));
+    assert_eq!(
+        err(&b),
+        (ErrorKind::ElementCountOverflow { name: "t".into() }, at + 9)
+    );
     // element count fits, byte size does not (F64: 8 bytes each)
     let (b, at) = one_tensor("t", &[1 << 61], 28, 0, 16);
-    assert_eq!(err(&b), (ErrorKind::ByteSizeOverflow { name: "t".into() }, at + 8 + 1 + 4 + 8));
+    assert_eq!(
+        err(&b),
+        (
+            ErrorKind::ByteSizeOverflow { name: "t".into() },
+            at + 8 + 1 + 4 + 8
+        )
+    );
 }
 
 #[test]
 fn unknown_and_removed_type_ids() {
     for id in [4u32, 5, 31, 36, 40, 99, 1 << 20] {
         let (b, at) = one_tensor("t", &[32], id, 0, 64);
-        assert_eq!(err(&b), (ErrorKind::UnknownType { name: "t".into(), id }, at + 8 + 1 + 4 + 8));
+        assert_eq!(
+            err(&b),
+            (
+                ErrorKind::UnknownType {
+                    name: "t".into(),
+                    id
+                },
+                at + 8 + 1 + 4 + 8
+            )
+        );
     }
 }
 
@@ -227,7 +316,17 @@ fn unknown_and_removed_type_ids() {
 fn row_length_must_divide_the_block() {
     let (b, at) = one_tensor("t", &[33, 2], 8, 0, 128);
     let (kind, off) = err(&b);
-    assert!(matches!(kind, ErrorKind::BlockMismatch { ne0: 33, block: 32, .. }), "{kind:?}");
+    assert!(
+        matches!(
+            kind,
+            ErrorKind::BlockMismatch {
+                ne0: 33,
+                block: 32,
+                ..
+            }
+        ),
+        "{kind:?}"
+    );
     assert_eq!(off, at + 8 + 1 + 4 + 16);
 }
 
@@ -239,7 +338,14 @@ fn offsets_must_be_the_running_padded_sum() {
     b.tensor("b", &[3], 0, 12).pad(32).zeros(64);
     assert_eq!(
         err(&b),
-        (ErrorKind::BadOffset { name: "b".into(), found: 12, expected: 32 }, at)
+        (
+            ErrorKind::BadOffset {
+                name: "b".into(),
+                found: 12,
+                expected: 32
+            },
+            at
+        )
     );
 }
 
@@ -249,7 +355,11 @@ fn data_must_lie_inside_the_file() {
     assert_eq!(
         err(&b),
         (
-            ErrorKind::DataOutOfBounds { name: "t".into(), end: b.pos() + 1, file_size: b.pos() },
+            ErrorKind::DataOutOfBounds {
+                name: "t".into(),
+                end: b.pos() + 1,
+                file_size: b.pos()
+            },
             at
         )
     );
@@ -265,16 +375,35 @@ fn zero_sized_and_scalar_tensors_are_accepted() {
 
 fn sample_file() -> Vec<u8> {
     let mut m = Metadata::new();
-    m.insert("general.architecture", Value::String("llama".into())).unwrap();
-    m.insert("x.arr", Value::Array(Array::String(vec!["a".into(), "bc".into()]))).unwrap();
+    m.insert("general.architecture", Value::String("llama".into()))
+        .unwrap();
+    m.insert(
+        "x.arr",
+        Value::Array(Array::String(vec!["a".into(), "bc".into()])),
+    )
+    .unwrap();
     m.insert("x.f", Value::F32(1.5)).unwrap();
     let d1 = vec![1u8; 18 * 2];
     let d2 = vec![2u8; 12];
     write_to_vec(
         &m,
         &[
-            (TensorSpec { name: "q".into(), dims: vec![64], ty: GgmlType::Q4_0 }, &d1[..]),
-            (TensorSpec { name: "f".into(), dims: vec![3], ty: GgmlType::F32 }, &d2[..]),
+            (
+                TensorSpec {
+                    name: "q".into(),
+                    dims: vec![64],
+                    ty: GgmlType::Q4_0,
+                },
+                &d1[..],
+            ),
+            (
+                TensorSpec {
+                    name: "f".into(),
+                    dims: vec![3],
+                    ty: GgmlType::F32,
+                },
+                &d2[..],
+            ),
         ],
         32,
     )
@@ -303,7 +432,10 @@ fn every_truncation_is_rejected_without_panic() {
 fn metadata_typed_access_names_key_and_types() {
     let h = GgufHeader::parse(&sample_file()).unwrap();
     assert_eq!(h.metadata.get_as::<f32>("x.f").unwrap(), 1.5);
-    assert_eq!(h.metadata.get_as::<&str>("general.architecture").unwrap(), "llama");
+    assert_eq!(
+        h.metadata.get_as::<&str>("general.architecture").unwrap(),
+        "llama"
+    );
     let e = h.metadata.get_as::<u32>("x.f").unwrap_err().to_string();
     assert_eq!(e, "metadata key 'x.f' has type FLOAT32, expected UINT32");
     let e = h.metadata.get_as::<u32>("nope").unwrap_err().to_string();
@@ -318,12 +450,16 @@ fn arb_value() -> impl Strategy<Value = Value> {
         any::<i16>().prop_map(Value::I16),
         any::<u32>().prop_map(Value::U32),
         any::<i32>().prop_map(Value::I32),
-        any::<f32>().prop_filter("NaN != NaN", |f| !f.is_nan()).prop_map(Value::F32),
+        any::<f32>()
+            .prop_filter("NaN != NaN", |f| !f.is_nan())
+            .prop_map(Value::F32),
         any::<bool>().prop_map(Value::Bool),
         ".{0,20}".prop_map(Value::String),
         any::<u64>().prop_map(Value::U64),
         any::<i64>().prop_map(Value::I64),
-        any::<f64>().prop_filter("NaN != NaN", |f| !f.is_nan()).prop_map(Value::F64),
+        any::<f64>()
+            .prop_filter("NaN != NaN", |f| !f.is_nan())
+            .prop_map(Value::F64),
         prop::collection::vec(any::<u16>(), 0..10).prop_map(|v| Value::Array(Array::U16(v))),
         prop::collection::vec(".{0,8}", 0..10).prop_map(|v| Value::Array(Array::String(v))),
         prop::collection::vec(any::<bool>(), 0..10).prop_map(|v| Value::Array(Array::Bool(v))),

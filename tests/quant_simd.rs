@@ -49,15 +49,23 @@ fn dequantize_random_bytes_simd_equals_scalar() {
 fn edge_inputs(n: usize, rng: &mut rand::rngs::StdRng) -> Vec<Vec<f32>> {
     let t = StudentT::new(2.0f32).unwrap();
     vec![
-        (0..n).map(|_| rng.sample::<f32, _>(StandardNormal)).collect(),
+        (0..n)
+            .map(|_| rng.sample::<f32, _>(StandardNormal))
+            .collect(),
         (0..n).map(|_| rng.sample(t)).collect(),
         vec![0.0; n],
-        (0..n).map(|i| if i % 7 == 0 { -0.0 } else { 0.0 }).collect(),
-        (0..n).map(|_| rng.sample::<f32, _>(StandardNormal) * 1e-40).collect(),
+        (0..n)
+            .map(|i| if i % 7 == 0 { -0.0 } else { 0.0 })
+            .collect(),
+        (0..n)
+            .map(|_| rng.sample::<f32, _>(StandardNormal) * 1e-40)
+            .collect(),
         (0..n).map(|i| (i % 33) as f32 * 0.5 - 8.0).collect(),
         (0..n).map(|_| rng.gen::<f32>() * 65504.0).collect(),
         (0..n).map(|_| -rng.gen::<f32>() - 0.01).collect(),
-        (0..n).map(|i| if i % 64 == 5 { 1e30 } else { 1.0 }).collect(),
+        (0..n)
+            .map(|i| if i % 64 == 5 { 1e30 } else { 1.0 })
+            .collect(),
     ]
 }
 

@@ -34,7 +34,10 @@ pub fn run(args: InspectArgs) -> anyhow::Result<i32> {
         full: args.full,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&render_json(file.header(), opts))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&render_json(file.header(), opts))?
+        );
     } else {
         print!("{}", render_text(file.header(), opts));
     }

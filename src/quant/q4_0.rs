@@ -55,6 +55,19 @@ impl BlockFormat for BlockQ4_0 {
         }
     }
 
+    fn quantize_blocks(isa: Isa, x: &[f32], out: &mut [Self]) {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(isa, Isa::Avx2 | Isa::Avx512) {
+            // SAFETY: the dispatch only passes tiers this CPU supports.
+            unsafe { x86::quantize(x, out) };
+            return;
+        }
+        let _ = isa;
+        for (b, c) in out.iter_mut().zip(x.chunks_exact(32)) {
+            *b = Self::quantize_block(c);
+        }
+    }
+
     fn dequantize_blocks(isa: Isa, blocks: &[Self], out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if matches!(isa, Isa::Avx2 | Isa::Avx512) {
@@ -71,8 +84,47 @@ impl BlockFormat for BlockQ4_0 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::super::simd_x86::{first_absmax_signed, low_bytes_8};
     use super::BlockQ4_0;
+    use crate::quant::float::f32_to_f16_bits;
     use std::arch::x86_64::*;
+
+    /// ggml's per-block order: the first value of largest magnitude, d = max / −8, id = 1/d,
+    /// q = MIN(15, (int8_t)(x·id + 8.5f)) with C's x86 float→int conversion.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn quantize(x: &[f32], out: &mut [BlockQ4_0]) {
+        // SAFETY (whole body): each chunk has 32 floats; the qs store writes 16 bytes.
+        unsafe {
+            let half = _mm256_set1_ps(8.5);
+            let fifteen = _mm256_set1_epi32(15);
+            for (b, c) in out.iter_mut().zip(x.chunks_exact(32)) {
+                let v = [0, 8, 16, 24].map(|k| _mm256_loadu_ps(c.as_ptr().add(k)));
+                let max = first_absmax_signed(&v, c);
+                let d = max / -8.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                let vid = _mm256_set1_ps(id);
+                let q = v.map(|vk| {
+                    let i = _mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(vk, vid), half));
+                    // (int8_t) keeps the low byte as a signed value, then MIN(15, ·)
+                    let s8 = _mm256_srai_epi32::<24>(_mm256_slli_epi32::<24>(i));
+                    _mm256_min_epi32(s8, fifteen)
+                });
+                // byte j = q[j] | (q[j+16] << 4), in u8 arithmetic
+                let lo = [q[0], q[1]];
+                let hi = [q[2], q[3]];
+                let mut packed = [0u8; 16];
+                for k in 0..2 {
+                    let l = _mm256_and_si256(lo[k], _mm256_set1_epi32(0xFF));
+                    let h =
+                        _mm256_and_si256(_mm256_slli_epi32::<4>(hi[k]), _mm256_set1_epi32(0xFF));
+                    let bytes = low_bytes_8(_mm256_or_si256(l, h));
+                    _mm_storel_epi64(packed.as_mut_ptr().add(8 * k) as *mut __m128i, bytes);
+                }
+                b.qs = packed;
+                b.d = f32_to_f16_bits(d).to_le_bytes();
+            }
+        }
+    }
 
     #[target_feature(enable = "avx2,f16c")]
     pub unsafe fn dequantize(blocks: &[BlockQ4_0], out: &mut [f32]) {

@@ -40,6 +40,19 @@ impl BlockFormat for BlockQ8_0 {
         }
     }
 
+    fn quantize_blocks(isa: Isa, x: &[f32], out: &mut [Self]) {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(isa, Isa::Avx2 | Isa::Avx512) {
+            // SAFETY: the dispatch only passes tiers this CPU supports.
+            unsafe { x86::quantize(x, out) };
+            return;
+        }
+        let _ = isa;
+        for (b, c) in out.iter_mut().zip(x.chunks_exact(32)) {
+            *b = Self::quantize_block(c);
+        }
+    }
+
     fn dequantize_blocks(isa: Isa, blocks: &[Self], out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if matches!(isa, Isa::Avx2 | Isa::Avx512) {
@@ -56,8 +69,31 @@ impl BlockFormat for BlockQ8_0 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::super::simd_x86::{hmax_abs, low_bytes_8, round_half_away};
     use super::BlockQ8_0;
+    use crate::quant::float::f32_to_f16_bits;
     use std::arch::x86_64::*;
+
+    /// ggml's per-block order of operations, 8 lanes at a time: amax (exact in any order),
+    /// d = amax / 127, id = 1/d, q = roundf(x · id) with C's x86 float→int conversion.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn quantize(x: &[f32], out: &mut [BlockQ8_0]) {
+        for (b, c) in out.iter_mut().zip(x.chunks_exact(32)) {
+            // SAFETY (block): c has 32 floats (four unaligned 8-lane loads), b.qs 32 bytes.
+            unsafe {
+                let v = [0, 8, 16, 24].map(|k| _mm256_loadu_ps(c.as_ptr().add(k)));
+                let amax = hmax_abs(&v);
+                let d = amax / 127.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                let vid = _mm256_set1_ps(id);
+                for (k, vk) in v.iter().enumerate() {
+                    let q = _mm256_cvttps_epi32(round_half_away(_mm256_mul_ps(*vk, vid)));
+                    _mm_storel_epi64(b.qs.as_mut_ptr().add(8 * k) as *mut __m128i, low_bytes_8(q));
+                }
+                b.d = f32_to_f16_bits(d).to_le_bytes();
+            }
+        }
+    }
 
     #[target_feature(enable = "avx2,f16c")]
     pub unsafe fn dequantize(blocks: &[BlockQ8_0], out: &mut [f32]) {
