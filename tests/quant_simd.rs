@@ -120,3 +120,38 @@ fn dispatch_rejects_bad_lengths_and_non_finite_values() {
         Err(QuantError::Unsupported { .. })
     ));
 }
+
+/// The 8-lane K-quant fit against the scalar reference on many random super-blocks, each with
+/// its own scale, sign mix and sparsity.
+#[test]
+fn k_quant_fits_equal_scalar_on_random_superblocks() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2024);
+    let n_blocks = 1500;
+    let mut x = Vec::with_capacity(n_blocks * 256);
+    for b in 0..n_blocks {
+        let scale = 10f32.powf(rng.gen_range(-4.0..2.0));
+        let shift = if b % 5 == 0 {
+            rng.gen_range(-1.0..1.0)
+        } else {
+            0.0
+        };
+        for i in 0..256 {
+            let v: f32 = rng.sample::<f32, _>(StandardNormal) * scale + shift * scale;
+            x.push(if b % 7 == 3 && i % 3 == 0 { 0.0 } else { v });
+        }
+    }
+    for ty in [GgmlType::Q4K, GgmlType::Q5K] {
+        let len = ty.bytes_for(x.len() as u64).unwrap() as usize;
+        let mut want = vec![0u8; len];
+        quantize_with(Isa::Scalar, ty, &x, &mut want).unwrap();
+        for isa in Isa::available() {
+            let mut got = vec![0u8; len];
+            quantize_with(isa, ty, &x, &mut got).unwrap();
+            let per = ty.type_size() as usize;
+            let bad: Vec<usize> = (0..n_blocks)
+                .filter(|&b| want[b * per..(b + 1) * per] != got[b * per..(b + 1) * per])
+                .collect();
+            assert!(bad.is_empty(), "{ty} {isa:?}: blocks {bad:?} differ");
+        }
+    }
+}

@@ -79,25 +79,72 @@ pub fn execute(
     let mut writer = GgufFileWriter::create(out, &plan.metadata, &specs, plan.alignment)
         .map_err(|e| ConvertError::output(out, e))?;
     let bar = progress_bar(opts.progress, plan.data_bytes());
+    // Writing (and hashing) happens on its own thread, so the workers compute the next wave
+    // while the previous one goes to disk. The bounded channel keeps memory at a few waves.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2 * threads);
+    let (produced, written) = std::thread::scope(|s| {
+        let bar = &bar;
+        let handle = s.spawn(move || -> Result<GgufFileWriter, crate::gguf::GgufError> {
+            for bytes in rx {
+                writer.write_tensor_data(&bytes)?;
+                if let Some(b) = bar {
+                    b.inc(bytes.len() as u64);
+                }
+            }
+            Ok(writer)
+        });
+        let produced = produce_all(plan, input, opts, threads, &pool, &tx);
+        drop(tx);
+        (
+            produced,
+            handle.join().expect("the writer thread does not panic"),
+        )
+    });
+    let mut writer = match (produced, written) {
+        (_, Err(e)) => return Err(ConvertError::output(out, e)),
+        (Err(e), Ok(_)) => return Err(e),
+        (Ok(()), Ok(w)) => w,
+    };
+    let hashes = writer.tensor_hashes();
+    let hex_hashes: Vec<String> = hashes.iter().map(hex).collect();
+    writer
+        .patch_value(KEY_TENSOR_SHA256, &Value::Array(Array::String(hex_hashes)))
+        .map_err(|e| ConvertError::output(out, e))?;
+    writer.finish().map_err(|e| ConvertError::output(out, e))?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    Ok(RunReport {
+        tensors: plan.tensors.len(),
+        data_bytes: plan.data_bytes(),
+        sha256: hashes,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Compute every tensor's bytes in order and hand them to the writer thread. Returns early
+/// (with `Ok`) if the writer has gone away; its own error is reported by the caller.
+fn produce_all(
+    plan: &Plan,
+    input: &Input,
+    opts: &RunOptions,
+    threads: usize,
+    pool: &rayon::ThreadPool,
+    tx: &std::sync::mpsc::SyncSender<Vec<u8>>,
+) -> Result<(), ConvertError> {
+    let send = |bytes: Vec<u8>| -> bool { tx.send(bytes).is_ok() };
     // The state of the last NF4_DQ tensor, written as the companion tensor that follows it.
     let mut pending_state: Option<Vec<f32>> = None;
     for t in &plan.tensors {
-        let write = |writer: &mut GgufFileWriter, bytes: &[u8]| -> Result<(), ConvertError> {
-            writer
-                .write_tensor_data(bytes)
-                .map_err(|e| ConvertError::output(out, e))?;
-            if let Some(b) = &bar {
-                b.inc(bytes.len() as u64);
-            }
-            Ok(())
-        };
         if let TensorSource::Nf4DqState = t.source {
             let values = pending_state.take().ok_or_else(|| {
                 ConvertError::Plan(format!("tensor '{}': no NF4_DQ tensor before it", t.name))
             })?;
             let mut bytes = vec![0u8; values.len() * 4];
             quant::float::f32_to_le_bytes(&values, &mut bytes);
-            write(&mut writer, &bytes)?;
+            if !send(bytes) {
+                return Ok(());
+            }
             continue;
         }
         let rows_per_chunk = (opts.chunk_elements / t.row_len().max(1)).max(1);
@@ -135,7 +182,9 @@ pub fn execute(
                     .collect::<Result<Vec<_>, _>>()
             })?;
             for bytes in produced {
-                write(&mut writer, &bytes)?;
+                if !send(bytes) {
+                    return Ok(());
+                }
             }
             // Resident memory must not grow with the tensor: drop the source pages that no
             // later chunk needs.
@@ -151,21 +200,7 @@ pub fn execute(
             _ => {}
         }
     }
-    let hashes = writer.tensor_hashes();
-    let hex_hashes: Vec<String> = hashes.iter().map(hex).collect();
-    writer
-        .patch_value(KEY_TENSOR_SHA256, &Value::Array(Array::String(hex_hashes)))
-        .map_err(|e| ConvertError::output(out, e))?;
-    writer.finish().map_err(|e| ConvertError::output(out, e))?;
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
-    Ok(RunReport {
-        tensors: plan.tensors.len(),
-        data_bytes: plan.data_bytes(),
-        sha256: hashes,
-        seconds: start.elapsed().as_secs_f64(),
-    })
+    Ok(())
 }
 
 fn progress_bar(enabled: bool, total: u64) -> Option<indicatif::ProgressBar> {

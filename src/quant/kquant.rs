@@ -176,19 +176,35 @@ pub(crate) fn scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
     }
 }
 
-/// Shared first half of Q4_K / Q5_K: per-sub-block fits, 6-bit scales, super-scales, and the
-/// codes re-derived from the stored (rounded) scales. Returns (d, dmin, scales, L).
-pub(crate) fn quantize_k_superblock(
+/// Parameters of the per-sub-block fit of Q4_K (`nmax` 15) and Q5_K (`nmax` 31).
+#[derive(Clone, Copy)]
+pub(crate) struct KFit {
+    pub nmax: i32,
+    pub rmin: f32,
+    pub nstep: i32,
+}
+
+pub(crate) const Q4K_FIT: KFit = KFit {
+    nmax: 15,
+    rmin: -1.0,
+    nstep: 20,
+};
+pub(crate) const Q5K_FIT: KFit = KFit {
+    nmax: 31,
+    rmin: -0.5,
+    nstep: 15,
+};
+
+/// The scalar fit of the eight 32-element sub-blocks: weights `av_x + |x|`, then
+/// `make_qkx2_quants` on each. Fills `l` and returns (scales, mins).
+pub(crate) fn fit_subblocks_scalar(
     x: &[f32],
-    nmax: i32,
-    rmin: f32,
-    nstep: i32,
-) -> (u16, u16, [u8; 12], [u8; 256]) {
-    let mut l = [0u8; 256];
+    fit: KFit,
+    l: &mut [u8; 256],
+) -> ([f32; 8], [f32; 8]) {
     let mut scales = [0f32; 8];
     let mut mins = [0f32; 8];
     let mut weights = [0f32; 32];
-    let (mut max_scale, mut max_min) = (0f32, 0f32);
     for j in 0..8 {
         let xs = &x[32 * j..32 * j + 32];
         let mut sum_x2 = 0f32;
@@ -200,21 +216,36 @@ pub(crate) fn quantize_k_superblock(
             *w = av_x + v.abs();
         }
         let (s, m) = make_qkx2_quants(
-            nmax,
+            fit.nmax,
             xs,
             &weights,
             &mut l[32 * j..32 * j + 32],
-            rmin,
+            fit.rmin,
             0.1,
-            nstep,
+            fit.nstep,
         );
         scales[j] = s;
         mins[j] = m;
-        if s > max_scale {
-            max_scale = s;
+    }
+    (scales, mins)
+}
+
+/// Shared second half of Q4_K / Q5_K, given the sub-block fits: 6-bit scales, super-scales,
+/// and the codes re-derived from the stored (rounded) scales. Returns (d, dmin, scales, L).
+pub(crate) fn finish_k_superblock(
+    x: &[f32],
+    nmax: i32,
+    scales: &[f32; 8],
+    mins: &[f32; 8],
+    mut l: [u8; 256],
+) -> (u16, u16, [u8; 12], [u8; 256]) {
+    let (mut max_scale, mut max_min) = (0f32, 0f32);
+    for j in 0..8 {
+        if scales[j] > max_scale {
+            max_scale = scales[j];
         }
-        if m > max_min {
-            max_min = m;
+        if mins[j] > max_min {
+            max_min = mins[j];
         }
     }
     let inv_scale = if max_scale > 0.0 {
@@ -247,4 +278,186 @@ pub(crate) fn quantize_k_superblock(
         }
     }
     (d, dmin, packed, l)
+}
+
+/// Q4_K / Q5_K super-block with the scalar fit (ggml's reference).
+pub(crate) fn quantize_k_superblock(x: &[f32], fit: KFit) -> (u16, u16, [u8; 12], [u8; 256]) {
+    let mut l = [0u8; 256];
+    let (scales, mins) = fit_subblocks_scalar(x, fit, &mut l);
+    finish_k_superblock(x, fit.nmax, &scales, &mins, l)
+}
+
+/// Q4_K / Q5_K super-block using the fastest fit this `isa` has (all fits give ggml's bytes).
+pub(crate) fn quantize_k_superblock_with(
+    isa: super::Isa,
+    x: &[f32],
+    fit: KFit,
+) -> (u16, u16, [u8; 12], [u8; 256]) {
+    let mut l = [0u8; 256];
+    #[cfg(target_arch = "x86_64")]
+    let (scales, mins) = if matches!(isa, super::Isa::Avx2 | super::Isa::Avx512) {
+        // SAFETY: the dispatch only passes tiers this CPU supports.
+        unsafe { x86::fit_subblocks(x, fit, &mut l) }
+    } else {
+        fit_subblocks_scalar(x, fit, &mut l)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let (scales, mins) = {
+        let _ = isa;
+        fit_subblocks_scalar(x, fit, &mut l)
+    };
+    finish_k_superblock(x, fit.nmax, &scales, &mins, l)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::KFit;
+    use std::arch::x86_64::*;
+
+    /// `nearest_int` on 8 lanes: the same 1.5·2^23 addition and bit extraction.
+    #[inline(always)]
+    unsafe fn nearest_int(v: __m256) -> __m256i {
+        // SAFETY: register-only AVX2 operations; the caller has AVX2.
+        unsafe {
+            let t = _mm256_add_ps(v, _mm256_set1_ps(12582912.0));
+            _mm256_sub_epi32(
+                _mm256_and_si256(_mm256_castps_si256(t), _mm256_set1_epi32(0x007f_ffff)),
+                _mm256_set1_epi32(0x0040_0000),
+            )
+        }
+    }
+
+    /// The eight sub-block fits of a Q4_K/Q5_K super-block at once: lane j is sub-block j, and
+    /// every lane performs exactly the scalar `make_qkx2_quants` operations in the same order
+    /// (sums are accumulated element by element within a lane), so results are bit-identical.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn fit_subblocks(
+        x: &[f32],
+        fit: KFit,
+        l: &mut [u8; 256],
+    ) -> ([f32; 8], [f32; 8]) {
+        assert!(x.len() >= 256);
+        // SAFETY (whole body): gathers read x[32j + i] for j < 8, i < 32 (x has 256 values);
+        // everything else is register arithmetic and stores into local arrays.
+        unsafe {
+            let sign = _mm256_set1_ps(-0.0);
+            let zero = _mm256_setzero_ps();
+            let nmax_i = _mm256_set1_epi32(fit.nmax);
+            let zero_i = _mm256_setzero_si256();
+            let lane_base = _mm256_setr_epi32(0, 32, 64, 96, 128, 160, 192, 224);
+            let mut xt = [zero; 32];
+            for (i, v) in xt.iter_mut().enumerate() {
+                let idx = _mm256_add_epi32(lane_base, _mm256_set1_epi32(i as i32));
+                *v = _mm256_i32gather_ps::<4>(x.as_ptr(), idx);
+            }
+            // weights: av_x + |x| with av_x = sqrtf(sum_x2 / 32)
+            let mut sum_x2 = zero;
+            for v in &xt {
+                sum_x2 = _mm256_add_ps(sum_x2, _mm256_mul_ps(*v, *v));
+            }
+            let av_x = _mm256_sqrt_ps(_mm256_div_ps(sum_x2, _mm256_set1_ps(32.0)));
+            let w: [__m256; 32] =
+                std::array::from_fn(|i| _mm256_add_ps(av_x, _mm256_andnot_ps(sign, xt[i])));
+
+            let mut min = xt[0];
+            let mut max = xt[0];
+            let mut sum_w = w[0];
+            let mut sum_x = _mm256_mul_ps(sum_w, xt[0]);
+            for i in 1..32 {
+                // `if (x < min) min = x` is exactly minps(x, min); likewise for max.
+                min = _mm256_min_ps(xt[i], min);
+                max = _mm256_max_ps(xt[i], max);
+                sum_w = _mm256_add_ps(sum_w, w[i]);
+                sum_x = _mm256_add_ps(sum_x, _mm256_mul_ps(w[i], xt[i]));
+            }
+            let pos = _mm256_cmp_ps::<_CMP_GT_OQ>(min, zero);
+            min = _mm256_andnot_ps(pos, min);
+            let degenerate = _mm256_cmp_ps::<_CMP_EQ_OQ>(max, min);
+            let nmax_f = _mm256_set1_ps(fit.nmax as f32);
+
+            let quant = |iscale: __m256, min: __m256, i: usize| -> __m256i {
+                let q = nearest_int(_mm256_mul_ps(iscale, _mm256_sub_ps(xt[i], min)));
+                _mm256_min_epi32(_mm256_max_epi32(q, zero_i), nmax_i)
+            };
+            let mut iscale = _mm256_div_ps(nmax_f, _mm256_sub_ps(max, min));
+            let mut scale = _mm256_div_ps(_mm256_set1_ps(1.0), iscale);
+            let mut lv = [zero_i; 32];
+            let mut best = zero;
+            for i in 0..32 {
+                lv[i] = quant(iscale, min, i);
+                let diff = _mm256_sub_ps(
+                    _mm256_add_ps(_mm256_mul_ps(scale, _mm256_cvtepi32_ps(lv[i])), min),
+                    xt[i],
+                );
+                best = _mm256_add_ps(best, _mm256_mul_ps(w[i], _mm256_mul_ps(diff, diff)));
+            }
+            let mut laux = [zero_i; 32];
+            for is in 0..=fit.nstep {
+                let num = fit.rmin + 0.1 * is as f32 + fit.nmax as f32;
+                iscale = _mm256_div_ps(_mm256_set1_ps(num), _mm256_sub_ps(max, min));
+                let (mut sum_l, mut sum_l2, mut sum_xl) = (zero, zero, zero);
+                for i in 0..32 {
+                    laux[i] = quant(iscale, min, i);
+                    let lf = _mm256_cvtepi32_ps(laux[i]);
+                    let wl = _mm256_mul_ps(w[i], lf);
+                    sum_l = _mm256_add_ps(sum_l, wl);
+                    sum_l2 = _mm256_add_ps(sum_l2, _mm256_mul_ps(wl, lf));
+                    sum_xl = _mm256_add_ps(sum_xl, _mm256_mul_ps(wl, xt[i]));
+                }
+                let d = _mm256_sub_ps(_mm256_mul_ps(sum_w, sum_l2), _mm256_mul_ps(sum_l, sum_l));
+                let valid = _mm256_cmp_ps::<_CMP_GT_OQ>(d, zero);
+                let mut this_scale = _mm256_div_ps(
+                    _mm256_sub_ps(_mm256_mul_ps(sum_w, sum_xl), _mm256_mul_ps(sum_x, sum_l)),
+                    d,
+                );
+                let mut this_min = _mm256_div_ps(
+                    _mm256_sub_ps(_mm256_mul_ps(sum_l2, sum_x), _mm256_mul_ps(sum_l, sum_xl)),
+                    d,
+                );
+                let pos = _mm256_cmp_ps::<_CMP_GT_OQ>(this_min, zero);
+                this_min = _mm256_andnot_ps(pos, this_min);
+                this_scale = _mm256_blendv_ps(this_scale, _mm256_div_ps(sum_xl, sum_l2), pos);
+                let mut cur = zero;
+                for i in 0..32 {
+                    let diff = _mm256_sub_ps(
+                        _mm256_add_ps(
+                            _mm256_mul_ps(this_scale, _mm256_cvtepi32_ps(laux[i])),
+                            this_min,
+                        ),
+                        xt[i],
+                    );
+                    cur = _mm256_add_ps(cur, _mm256_mul_ps(w[i], _mm256_mul_ps(diff, diff)));
+                }
+                let better = _mm256_andnot_ps(
+                    degenerate,
+                    _mm256_and_ps(valid, _mm256_cmp_ps::<_CMP_LT_OQ>(cur, best)),
+                );
+                let better_i = _mm256_castps_si256(better);
+                for i in 0..32 {
+                    lv[i] = _mm256_blendv_epi8(lv[i], laux[i], better_i);
+                }
+                best = _mm256_blendv_ps(best, cur, better);
+                scale = _mm256_blendv_ps(scale, this_scale, better);
+                min = _mm256_blendv_ps(min, this_min, better);
+            }
+            // degenerate lanes: L = 0, scale 0, the_min = -min (their min never changed)
+            scale = _mm256_andnot_ps(degenerate, scale);
+            let keep = _mm256_castps_si256(degenerate);
+            let mut lanes = [[0i32; 8]; 32];
+            for i in 0..32 {
+                let li = _mm256_andnot_si256(keep, lv[i]);
+                _mm256_storeu_si256(lanes[i].as_mut_ptr() as *mut __m256i, li);
+            }
+            for (i, row) in lanes.iter().enumerate() {
+                for (j, &q) in row.iter().enumerate() {
+                    l[32 * j + i] = q as u8;
+                }
+            }
+            let mut scales = [0f32; 8];
+            let mut mins = [0f32; 8];
+            _mm256_storeu_ps(scales.as_mut_ptr(), scale);
+            _mm256_storeu_ps(mins.as_mut_ptr(), _mm256_xor_ps(min, sign));
+            (scales, mins)
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! f16 super-scales (144 bytes), ggml's `quantize_row_q4_K_ref`.
 
 use super::float::f16_bits_to_f32;
-use super::kquant::{quantize_k_superblock, scale_min_k4};
+use super::kquant::{quantize_k_superblock, scale_min_k4, Q4K_FIT};
 use super::{BlockFormat, Isa};
 use crate::gguf::GgmlType;
 
@@ -30,12 +30,36 @@ impl BlockQ4K {
     }
 }
 
+impl BlockQ4K {
+    fn from_parts(d: u16, dmin: u16, scales: [u8; 12], l: [u8; 256]) -> Self {
+        let mut qs = [0u8; 128];
+        for c in 0..4 {
+            for i in 0..32 {
+                qs[32 * c + i] = l[64 * c + i] | (l[64 * c + 32 + i] << 4);
+            }
+        }
+        BlockQ4K {
+            d: d.to_le_bytes(),
+            dmin: dmin.to_le_bytes(),
+            scales,
+            qs,
+        }
+    }
+}
+
 impl BlockFormat for BlockQ4K {
     const TYPE: GgmlType = GgmlType::Q4K;
     const ELEMS: usize = 256;
 
+    fn quantize_blocks(isa: Isa, x: &[f32], out: &mut [Self]) {
+        for (b, c) in out.iter_mut().zip(x.chunks_exact(256)) {
+            let (d, dmin, scales, l) = super::kquant::quantize_k_superblock_with(isa, c, Q4K_FIT);
+            *b = Self::from_parts(d, dmin, scales, l);
+        }
+    }
+
     fn quantize_block(x: &[f32]) -> Self {
-        let (d, dmin, scales, l) = quantize_k_superblock(x, 15, -1.0, 20);
+        let (d, dmin, scales, l) = quantize_k_superblock(x, Q4K_FIT);
         let mut qs = [0u8; 128];
         for c in 0..4 {
             for i in 0..32 {

@@ -2,7 +2,7 @@
 //! ggml's `quantize_row_q5_K_ref`. Used by llama-quantize's Q4_K_S and IQ4_NL mixes.
 
 use super::float::f16_bits_to_f32;
-use super::kquant::{quantize_k_superblock, scale_min_k4};
+use super::kquant::{quantize_k_superblock, scale_min_k4, Q5K_FIT};
 use super::BlockFormat;
 use crate::gguf::GgmlType;
 
@@ -22,8 +22,25 @@ impl BlockFormat for BlockQ5K {
     const TYPE: GgmlType = GgmlType::Q5K;
     const ELEMS: usize = 256;
 
+    fn quantize_blocks(isa: super::Isa, x: &[f32], out: &mut [Self]) {
+        for (b, c) in out.iter_mut().zip(x.chunks_exact(256)) {
+            let (d, dmin, scales, l) = super::kquant::quantize_k_superblock_with(isa, c, Q5K_FIT);
+            *b = Self::from_parts(d, dmin, scales, l);
+        }
+    }
+
     fn quantize_block(x: &[f32]) -> Self {
-        let (d, dmin, scales, l) = quantize_k_superblock(x, 31, -0.5, 15);
+        let (d, dmin, scales, l) = quantize_k_superblock(x, Q5K_FIT);
+        Self::from_parts(d, dmin, scales, l)
+    }
+
+    fn dequantize_block(&self, out: &mut [f32]) {
+        self.dequantize_scalar(out)
+    }
+}
+
+impl BlockQ5K {
+    fn from_parts(d: u16, dmin: u16, scales: [u8; 12], l: [u8; 256]) -> Self {
         let mut qs = [0u8; 128];
         let mut qh = [0u8; 32];
         for c in 0..4 {
@@ -51,7 +68,7 @@ impl BlockFormat for BlockQ5K {
         }
     }
 
-    fn dequantize_block(&self, out: &mut [f32]) {
+    fn dequantize_scalar(&self, out: &mut [f32]) {
         let d = f16_bits_to_f32(u16::from_le_bytes(self.d));
         let dmin = f16_bits_to_f32(u16::from_le_bytes(self.dmin));
         for c in 0..4 {
