@@ -140,7 +140,7 @@ fn k_quant_fits_equal_scalar_on_random_superblocks() {
             x.push(if b % 7 == 3 && i % 3 == 0 { 0.0 } else { v });
         }
     }
-    for ty in [GgmlType::Q4K, GgmlType::Q5K] {
+    for ty in [GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
         let len = ty.bytes_for(x.len() as u64).unwrap() as usize;
         let mut want = vec![0u8; len];
         quantize_with(Isa::Scalar, ty, &x, &mut want).unwrap();

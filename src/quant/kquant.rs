@@ -460,4 +460,118 @@ mod x86 {
             (scales, mins)
         }
     }
+
+    /// `make_qx_quants(16, nmax, …, rmse_type = 1, NULL)` on eight 16-element sub-blocks at
+    /// once (lane j = sub-block j of `x`), each lane in the scalar order of operations.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn make_qx_quants_x8(x: &[f32], nmax: i32, l: &mut [i8]) -> [f32; 8] {
+        assert!(x.len() >= 128 && l.len() >= 128);
+        // SAFETY (whole body): gathers read x[16j + i] for j < 8, i < 16; the rest is
+        // register arithmetic and stores into local arrays.
+        unsafe {
+            let sign = _mm256_set1_ps(-0.0);
+            let zero = _mm256_setzero_ps();
+            let lane_base = _mm256_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112);
+            let xt: [__m256; 16] = std::array::from_fn(|i| {
+                _mm256_i32gather_ps::<4>(
+                    x.as_ptr(),
+                    _mm256_add_epi32(lane_base, _mm256_set1_epi32(i as i32)),
+                )
+            });
+            let (mut amax, mut max) = (zero, zero);
+            for v in &xt {
+                let ax = _mm256_andnot_ps(sign, *v);
+                let gt = _mm256_cmp_ps::<_CMP_GT_OQ>(ax, amax);
+                amax = _mm256_blendv_ps(amax, ax, gt);
+                max = _mm256_blendv_ps(max, *v, gt);
+            }
+            let all_zero = _mm256_cmp_ps::<_CMP_LT_OQ>(amax, _mm256_set1_ps(super::GROUP_MAX_EPS));
+            let nmax_f = nmax as f32;
+            let lo = _mm256_set1_epi32(-nmax);
+            let hi = _mm256_set1_epi32(nmax - 1);
+            let w: [__m256; 16] = std::array::from_fn(|i| _mm256_mul_ps(xt[i], xt[i]));
+            let quant = |iscale: __m256, i: usize| -> __m256i {
+                let q = nearest_int(_mm256_mul_ps(iscale, xt[i]));
+                _mm256_min_epi32(_mm256_max_epi32(q, lo), hi)
+            };
+            let sums = |iscale: __m256| -> (__m256, __m256) {
+                let (mut sumlx, mut suml2) = (zero, zero);
+                for i in 0..16 {
+                    let lf = _mm256_cvtepi32_ps(quant(iscale, i));
+                    sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(_mm256_mul_ps(w[i], xt[i]), lf));
+                    suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w[i], lf), lf));
+                }
+                (sumlx, suml2)
+            };
+            let mut iscale = _mm256_div_ps(_mm256_set1_ps(-nmax_f), max);
+            let mut lv: [__m256i; 16] = std::array::from_fn(|i| quant(iscale, i));
+            let (sumlx, suml2) = sums(iscale);
+            let nonzero = _mm256_cmp_ps::<_CMP_NEQ_UQ>(suml2, zero);
+            let mut scale = _mm256_and_ps(nonzero, _mm256_div_ps(sumlx, suml2));
+            let mut best = _mm256_mul_ps(scale, sumlx);
+            for is in -9i32..=9 {
+                if is == 0 {
+                    continue;
+                }
+                let num = -(nmax_f + 0.1 * is as f32);
+                iscale = _mm256_div_ps(_mm256_set1_ps(num), max);
+                let (sumlx, suml2) = sums(iscale);
+                let better = _mm256_and_ps(
+                    _mm256_cmp_ps::<_CMP_GT_OQ>(suml2, zero),
+                    _mm256_cmp_ps::<_CMP_GT_OQ>(
+                        _mm256_mul_ps(sumlx, sumlx),
+                        _mm256_mul_ps(best, suml2),
+                    ),
+                );
+                let bi = _mm256_castps_si256(better);
+                for (i, li) in lv.iter_mut().enumerate() {
+                    *li = _mm256_blendv_epi8(*li, quant(iscale, i), bi);
+                }
+                let s = _mm256_div_ps(sumlx, suml2);
+                scale = _mm256_blendv_ps(scale, s, better);
+                best = _mm256_blendv_ps(best, _mm256_mul_ps(s, sumlx), better);
+            }
+            // all-zero lanes: L = 0 (not nmax) and scale 0, as ggml returns early
+            let az = _mm256_castps_si256(all_zero);
+            let off = _mm256_set1_epi32(nmax);
+            let mut lanes = [[0i32; 8]; 16];
+            for i in 0..16 {
+                let q = _mm256_andnot_si256(az, _mm256_add_epi32(lv[i], off));
+                _mm256_storeu_si256(lanes[i].as_mut_ptr() as *mut __m256i, q);
+            }
+            for (i, row) in lanes.iter().enumerate() {
+                for (j, &q) in row.iter().enumerate() {
+                    l[16 * j + i] = q as i8;
+                }
+            }
+            let mut out = [0f32; 8];
+            _mm256_storeu_ps(out.as_mut_ptr(), _mm256_andnot_ps(all_zero, scale));
+            out
+        }
+    }
+}
+
+/// ggml's `make_qx_quants(16, 32, …, rmse_type = 1)` for the sixteen sub-blocks of a Q6_K
+/// super-block: the signed scales, and the codes (offset by 32) in `l`.
+pub(crate) fn fit_q6k_subblocks(isa: super::Isa, x: &[f32], l: &mut [i8; 256]) -> [f32; 16] {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(isa, super::Isa::Avx2 | super::Isa::Avx512) {
+        let mut s = [0f32; 16];
+        for h in 0..2 {
+            // SAFETY: the dispatch only passes tiers this CPU supports; x has 256 values.
+            let part = unsafe {
+                x86::make_qx_quants_x8(
+                    &x[128 * h..128 * h + 128],
+                    32,
+                    &mut l[128 * h..128 * h + 128],
+                )
+            };
+            s[8 * h..8 * h + 8].copy_from_slice(&part);
+        }
+        return s;
+    }
+    let _ = isa;
+    std::array::from_fn(|ib| {
+        make_qx_quants(32, &x[16 * ib..16 * ib + 16], &mut l[16 * ib..16 * ib + 16])
+    })
 }

@@ -2,7 +2,7 @@
 //! f16 super-scale (210 bytes, scale last), ggml's `quantize_row_q6_K_ref`.
 
 use super::float::{f16_bits_to_f32, f32_to_f16_bits};
-use super::kquant::{make_qx_quants, nearest_int, GROUP_MAX_EPS};
+use super::kquant::{fit_q6k_subblocks, nearest_int, GROUP_MAX_EPS};
 use super::{BlockFormat, Isa};
 use crate::gguf::GgmlType;
 
@@ -22,12 +22,41 @@ impl BlockFormat for BlockQ6K {
     const ELEMS: usize = 256;
 
     fn quantize_block(x: &[f32]) -> Self {
+        Self::quantize_with(Isa::Scalar, x)
+    }
+
+    fn quantize_blocks(isa: Isa, x: &[f32], out: &mut [Self]) {
+        for (b, c) in out.iter_mut().zip(x.chunks_exact(256)) {
+            *b = Self::quantize_with(isa, c);
+        }
+    }
+
+    fn dequantize_block(&self, out: &mut [f32]) {
+        self.dequantize_scalar(out)
+    }
+
+    fn dequantize_blocks(isa: Isa, blocks: &[Self], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(isa, Isa::Avx2 | Isa::Avx512) {
+            // SAFETY: the dispatch only passes tiers this CPU supports.
+            unsafe { x86::dequantize(blocks, out) };
+            return;
+        }
+        let _ = isa;
+        for (b, o) in blocks.iter().zip(out.chunks_exact_mut(256)) {
+            b.dequantize_scalar(o);
+        }
+    }
+}
+
+impl BlockQ6K {
+    /// ggml's `quantize_row_q6_K_ref` for one block; `isa` only selects how the sixteen
+    /// sub-block fits are computed (every path gives the same bytes).
+    fn quantize_with(isa: Isa, x: &[f32]) -> Self {
         let mut l = [0i8; 256];
-        let mut scales = [0f32; 16];
+        let scales = fit_q6k_subblocks(isa, x, &mut l);
         let (mut max_scale, mut max_abs_scale) = (0f32, 0f32);
-        for ib in 0..16 {
-            let s = make_qx_quants(32, &x[16 * ib..16 * ib + 16], &mut l[16 * ib..16 * ib + 16]);
-            scales[ib] = s;
+        for &s in &scales {
             if s.abs() > max_abs_scale {
                 max_abs_scale = s.abs();
                 max_scale = s;
@@ -72,7 +101,7 @@ impl BlockFormat for BlockQ6K {
         }
     }
 
-    fn dequantize_block(&self, out: &mut [f32]) {
+    fn dequantize_scalar(&self, out: &mut [f32]) {
         let d = f16_bits_to_f32(u16::from_le_bytes(self.d));
         for h in 0..2 {
             let (ql, qh, sc) = (
@@ -92,19 +121,6 @@ impl BlockFormat for BlockQ6K {
                 o[i + 64] = d * sc[is + 4] as f32 * q3 as f32;
                 o[i + 96] = d * sc[is + 6] as f32 * q4 as f32;
             }
-        }
-    }
-
-    fn dequantize_blocks(isa: Isa, blocks: &[Self], out: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if matches!(isa, Isa::Avx2 | Isa::Avx512) {
-            // SAFETY: the dispatch only passes tiers this CPU supports.
-            unsafe { x86::dequantize(blocks, out) };
-            return;
-        }
-        let _ = isa;
-        for (b, o) in blocks.iter().zip(out.chunks_exact_mut(256)) {
-            b.dequantize_block(o);
         }
     }
 }
