@@ -383,8 +383,8 @@ fn sample_file() -> Vec<u8> {
     )
     .unwrap();
     m.insert("x.f", Value::F32(1.5)).unwrap();
-    let d1 = vec![1u8; 18 * 2];
-    let d2 = vec![2u8; 12];
+    let d1 = [1u8; 18 * 2];
+    let d2 = [2u8; 12];
     write_to_vec(
         &m,
         &[

@@ -2,6 +2,9 @@
 //! shared/reference/nf4-double-quant.md §9 (made with bnb 0.50.2), a deliberately naive
 //! re-implementation of bitsandbytes' rules, its unit-test error bounds, and SIMD == scalar.
 
+// The golden values are the reference note's decimal strings, kept verbatim.
+#![allow(clippy::excessive_precision)]
+
 use qforge::gguf::GgmlType;
 use qforge::quant::nf4::{self, DqState};
 use qforge::quant::{dequantize_with, quantize_with, Isa};

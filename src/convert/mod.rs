@@ -28,14 +28,13 @@ pub enum ConvertError {
     #[error(transparent)]
     Arch(#[from] ArchError),
     #[error(transparent)]
-    Gguf(#[from] GgufError),
+    Gguf(Box<GgufError>),
     #[error("{0}")]
     Plan(String),
-    #[error("writing {}: {source}", path.display())]
+    #[error("writing {}: {error}", path.display())]
     Output {
         path: PathBuf,
-        #[source]
-        source: GgufError,
+        error: Box<GgufError>,
     },
     #[error("tensor '{tensor}': non-finite value {value} at element {index} {what}")]
     NonFinite {
@@ -53,10 +52,16 @@ pub enum ConvertError {
 }
 
 impl ConvertError {
-    pub(crate) fn output(path: &Path, source: GgufError) -> ConvertError {
+    pub(crate) fn output(path: &Path, error: GgufError) -> ConvertError {
         ConvertError::Output {
             path: path.to_path_buf(),
-            source,
+            error: Box::new(error),
         }
+    }
+}
+
+impl From<GgufError> for ConvertError {
+    fn from(e: GgufError) -> ConvertError {
+        ConvertError::Gguf(Box::new(e))
     }
 }

@@ -147,11 +147,7 @@ pub struct ModelShape {
 
 impl ModelShape {
     fn n_gqa(&self) -> u32 {
-        if self.n_head_kv == 0 {
-            1
-        } else {
-            self.n_head / self.n_head_kv
-        }
+        self.n_head.checked_div(self.n_head_kv).unwrap_or(1)
     }
 
     /// llama.cpp's LLM_TYPE_70B for the llama architecture: 80 layers with GQA.

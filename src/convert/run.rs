@@ -290,9 +290,11 @@ fn produce_rows(
                 &mut out,
             );
         }
-        _ => quant::quantize(t.ty, &values, &mut out).map_err(|e| ConvertError::Quant {
-            tensor: t.name.clone(),
-            source: e,
+        _ => quant::quantize_prechecked(t.ty, &values, &mut out).map_err(|e| {
+            ConvertError::Quant {
+                tensor: t.name.clone(),
+                source: e,
+            }
         })?,
     }
     Ok(out)

@@ -119,7 +119,7 @@ pub fn encode_header(
     out.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
     out.extend_from_slice(&((metadata.len() + add_alignment as usize) as u64).to_le_bytes());
     let mut positions = HashMap::new();
-    let extra = add_alignment.then(|| ("general.alignment", Value::U32(alignment as u32)));
+    let extra = add_alignment.then_some(("general.alignment", Value::U32(alignment as u32)));
     for (key, value) in metadata.iter().chain(extra.iter().map(|(k, v)| (*k, v))) {
         if let Value::Array(a) = value {
             if a.is_empty() {

@@ -97,7 +97,7 @@ pub trait BlockFormat: bytemuck::Pod + Send + Sync {
 /// infinite) byte-identical to ggml.
 #[inline(always)]
 pub(crate) fn c_f32_to_i32(x: f32) -> i32 {
-    if x.is_nan() || x >= 2147483648.0 || x < -2147483648.0 {
+    if x.is_nan() || !(-2147483648.0..2147483648.0).contains(&x) {
         i32::MIN
     } else {
         x as i32
@@ -167,11 +167,15 @@ pub fn quantize_with(
     src: &[f32],
     dst: &mut [u8],
 ) -> Result<(), QuantError> {
-    let isa = isa.or_scalar();
     check_lengths(ty, src.len(), dst.len())?;
     if let Some((index, value)) = first_non_finite(src) {
         return Err(QuantError::NonFinite { index, value });
     }
+    quantize_impl(isa.or_scalar(), ty, src, dst)
+}
+
+fn quantize_impl(isa: Isa, ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
+    check_lengths(ty, src.len(), dst.len())?;
     match ty {
         GgmlType::F32 => float::f32_to_le_bytes(src, dst),
         GgmlType::F16 => float::f32_to_f16_bytes(isa, src, dst),
@@ -194,6 +198,13 @@ pub fn quantize_with(
         }
     }
     Ok(())
+}
+
+/// [`quantize`] for input the caller has already checked with [`first_non_finite`] (the
+/// converter checks every chunk once as it reads it). Lengths are still checked; non-finite
+/// input gives deterministic bytes rather than an error.
+pub fn quantize_prechecked(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
+    quantize_impl(active_isa().or_scalar(), ty, src, dst)
 }
 
 /// Dequantize `src` (raw bytes of type `ty`) into `dst`, whose length is the element count.

@@ -184,11 +184,10 @@ fn recognise_pre(json: &Value, path: &Path) -> Result<&'static str, SourceError>
                     .unwrap_or("");
                 regexes.push(re.to_string());
             }
-            Some("ByteLevel") => {
-                if p.get("use_regex").and_then(|u| u.as_bool()).unwrap_or(true) {
-                    regexes.push(GPT2_REGEX.to_string());
-                }
+            Some("ByteLevel") if p.get("use_regex").and_then(|u| u.as_bool()).unwrap_or(true) => {
+                regexes.push(GPT2_REGEX.to_string());
             }
+            Some("ByteLevel") => {}
             Some(other) => {
                 return Err(tok_err(
                     path,
@@ -545,11 +544,11 @@ impl<'a> Proto<'a> {
     }
 }
 
+/// A SentencePiece piece: text, score, type.
+type Piece = (String, f32, i32);
+
 /// Pieces (text, score, type) and `normalizer_spec.add_dummy_prefix` from a ModelProto.
-fn parse_model_proto(
-    bytes: &[u8],
-    path: &Path,
-) -> Result<(Vec<(String, f32, i32)>, bool), SourceError> {
+fn parse_model_proto(bytes: &[u8], path: &Path) -> Result<(Vec<Piece>, bool), SourceError> {
     let mut p = Proto { buf: bytes, pos: 0 };
     let mut pieces = Vec::new();
     let mut add_dummy_prefix = true;
