@@ -43,7 +43,7 @@ SAMPLE_TEXTS = [
     " ",
 ]
 PROMPT = "The quick brown fox jumps over the lazy dog. It's 2026!"
-FTYPES = {"q8_0": 7, "q4_0": 2, "q4_k_m": 15}
+FTYPES = {"q8_0": 7, "q4_0": 2, "q4_1": 3, "q4_k_s": 14, "q4_k_m": 15, "iq4_nl": 25}
 
 RESULTS = []
 
@@ -196,7 +196,7 @@ def gguf_tensors(path):
 def model_checks(qforge, name, model_dir, tmp):
     weights, cfg = load_model(model_dir)
     files = {}
-    for ty in ["f16", "q8_0", "q4_0", "q4_k_m"]:
+    for ty in ["f16", "q8_0", "q4_0", "q4_1", "q4_k_s", "q4_k_m", "iq4_nl", "nf4"]:
         out = os.path.join(tmp, f"{name}-{ty}.gguf")
         check(f"{name}: convert to {ty}", lambda ty=ty, out=out: convert(qforge, model_dir, ty, out) and None)
         files[ty] = out
@@ -236,7 +236,7 @@ def model_checks(qforge, name, model_dir, tmp):
 
     check(f"{name}: F16 logits equal the numpy reference", f16_logits)
 
-    for ty in ["q8_0", "q4_0", "q4_k_m"]:
+    for ty in ["q8_0", "q4_0", "q4_1", "q4_k_s", "q4_k_m", "iq4_nl"]:
         def quant_logits(ty=ty):
             if "f16" not in state:
                 raise AssertionError("no F16 logits")
@@ -271,6 +271,33 @@ def model_checks(qforge, name, model_dir, tmp):
             return f"{len(a)} tensors byte-identical to llama.cpp's {ty}"
 
         check(f"{name}: {ty} bytes equal llama-quantize of qforge's f16", identical)
+
+    def requantize_gguf():
+        # qforge re-typing its own f16 GGUF gives the same tensors as converting from safetensors
+        out = os.path.join(tmp, f"{name}-f16-to-q4_k_m.gguf")
+        convert(qforge, files["f16"], "q4_k_m", out)
+        a, b = gguf_tensors(out), gguf_tensors(files["q4_k_m"])
+        diff = [n for n in a if a[n] != b.get(n)]
+        if diff or set(a) != set(b):
+            raise AssertionError(f"tensors differ: {diff[:3]}")
+        return f"{len(a)} tensors identical"
+
+    check(f"{name}: f16 GGUF -> q4_k_m equals safetensors -> q4_k_m", requantize_gguf)
+
+    def nf4_round_trip():
+        r = run_qforge(qforge, "inspect", files["nf4"])
+        if r.returncode != 0 or "llama.cpp cannot load it" not in r.stdout:
+            raise AssertionError(f"inspect does not flag the NF4 file: {r.stdout[-300:]}")
+        back = os.path.join(tmp, f"{name}-nf4-to-f16.gguf")
+        convert(qforge, files["nf4"], "f16", back)
+        got, _ = llama_logits(back, tokens)
+        ref = state["f16"]
+        cos = np.sum(got * ref, -1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(ref, axis=-1))
+        if cos.min() < 0.85:
+            raise AssertionError(f"NF4 -> f16 logits cosine {cos.min():.4f}")
+        return f"loads in llama.cpp after -t f16; min cosine to F16 logits {cos.min():.5f}"
+
+    check(f"{name}: nf4 file is flagged, and loads in llama.cpp after convert -t f16", nf4_round_trip)
 
 
 def error_checks(qforge, tmp):
