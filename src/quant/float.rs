@@ -52,9 +52,14 @@ pub fn f32_to_bf16_bytes(src: &[f32], dst: &mut [u8]) {
 pub fn f32_to_f16_bytes(isa: Isa, src: &[f32], dst: &mut [u8]) {
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        // SAFETY: the dispatch only passes tiers this CPU supports.
+        done = unsafe { super::simd_avx512::f32_to_f16(src, dst) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if matches!(isa, Isa::Avx2 | Isa::Avx512) {
         // SAFETY: Avx2 tier implies F16C and AVX (checked by Isa::or_scalar in the dispatch).
-        done = unsafe { x86::f32_to_f16(src, dst) };
+        done += unsafe { x86::f32_to_f16(&src[done..], &mut dst[2 * done..]) };
     }
     let _ = isa;
     for (d, &s) in dst[done * 2..].chunks_exact_mut(2).zip(&src[done..]) {
@@ -65,9 +70,14 @@ pub fn f32_to_f16_bytes(isa: Isa, src: &[f32], dst: &mut [u8]) {
 pub fn f16_bytes_to_f32(isa: Isa, src: &[u8], dst: &mut [f32]) {
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        // SAFETY: the dispatch only passes tiers this CPU supports.
+        done = unsafe { super::simd_avx512::f16_to_f32(src, dst) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if matches!(isa, Isa::Avx2 | Isa::Avx512) {
         // SAFETY: Avx2 tier implies F16C and AVX.
-        done = unsafe { x86::f16_to_f32(src, dst) };
+        done += unsafe { x86::f16_to_f32(&src[2 * done..], &mut dst[done..]) };
     }
     let _ = isa;
     for (d, s) in dst[done..].iter_mut().zip(src[done * 2..].chunks_exact(2)) {

@@ -22,6 +22,8 @@ pub mod q5_k;
 pub mod q6_k;
 pub mod q8_0;
 #[cfg(target_arch = "x86_64")]
+mod simd_avx512;
+#[cfg(target_arch = "x86_64")]
 mod simd_x86;
 
 pub use isa::{active_isa, Isa};

@@ -226,7 +226,7 @@ pub fn quantize_nf4_dq(src: &[f32], block: usize, codes: &[u8], absmax: &[f32], 
 }
 
 #[inline]
-fn dequant_block_scalar(nibbles: &[u8], scale: f32, out: &mut [f32]) {
+pub(crate) fn dequant_block_scalar(nibbles: &[u8], scale: f32, out: &mut [f32]) {
     for (pair, &b) in out.chunks_exact_mut(2).zip(nibbles) {
         pair[0] = f32::from_bits(NF4_BITS[(b >> 4) as usize]) * scale;
         pair[1] = f32::from_bits(NF4_BITS[(b & 15) as usize]) * scale;
@@ -234,6 +234,12 @@ fn dequant_block_scalar(nibbles: &[u8], scale: f32, out: &mut [f32]) {
 }
 
 fn dequant_block(isa: Isa, nibbles: &[u8], scale: f32, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        // SAFETY: the callers pass tiers this CPU supports; lengths are block/2 and block.
+        unsafe { super::simd_avx512::nf4_dequant_block(nibbles, scale, out) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if matches!(isa, Isa::Avx2 | Isa::Avx512) {
         // SAFETY: the callers pass tiers this CPU supports; lengths are block/2 and block.

@@ -1,0 +1,105 @@
+//! AVX-512 (F + BW + VL) kernels, chosen only when the CPU has them (`Isa::Avx512`). Each one
+//! does the same single rounded operations as its scalar twin, 16 lanes at a time, and is
+//! tested bit-equal to it (tests/quant_simd.rs, tests/quant_golden.rs run every tier).
+#![cfg(target_arch = "x86_64")]
+
+use std::arch::x86_64::*;
+
+use super::nf4::NF4_BITS;
+use super::q4_0::BlockQ4_0;
+use super::q8_0::BlockQ8_0;
+
+/// f16 → f32, whole groups of 16; returns how many elements were converted.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(crate) unsafe fn f16_to_f32(src: &[u8], dst: &mut [f32]) -> usize {
+    let n = dst.len().min(src.len() / 2) / 16 * 16;
+    for i in (0..n).step_by(16) {
+        // SAFETY: i + 16 <= n; 32 source bytes and 16 destination floats are in bounds.
+        unsafe {
+            let h = _mm256_loadu_si256(src.as_ptr().add(2 * i) as *const __m256i);
+            _mm512_storeu_ps(dst.as_mut_ptr().add(i), _mm512_cvtph_ps(h));
+        }
+    }
+    n
+}
+
+/// f32 → f16 (round to nearest even), whole groups of 16; returns how many were converted.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(crate) unsafe fn f32_to_f16(src: &[f32], dst: &mut [u8]) -> usize {
+    let n = src.len().min(dst.len() / 2) / 16 * 16;
+    for i in (0..n).step_by(16) {
+        // SAFETY: bounds as above.
+        unsafe {
+            let v = _mm512_loadu_ps(src.as_ptr().add(i));
+            let h = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+            _mm256_storeu_si256(dst.as_mut_ptr().add(2 * i) as *mut __m256i, h);
+        }
+    }
+    n
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(crate) unsafe fn dequantize_q8_0(blocks: &[BlockQ8_0], out: &mut [f32]) {
+    for (b, o) in blocks.iter().zip(out.chunks_exact_mut(32)) {
+        // SAFETY: 32 code bytes per block (two 16-byte loads), 32 output floats.
+        unsafe {
+            let d = _mm512_set1_ps(super::float::f16_bits_to_f32(u16::from_le_bytes(b.d)));
+            for h in 0..2 {
+                let q = _mm_loadu_si128(b.qs.as_ptr().add(16 * h) as *const __m128i);
+                let f = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
+                _mm512_storeu_ps(o.as_mut_ptr().add(16 * h), _mm512_mul_ps(f, d));
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(crate) unsafe fn dequantize_q4_0(blocks: &[BlockQ4_0], out: &mut [f32]) {
+    for (b, o) in blocks.iter().zip(out.chunks_exact_mut(32)) {
+        // SAFETY: 16 code bytes per block, 32 output floats.
+        unsafe {
+            let d = _mm512_set1_ps(super::float::f16_bits_to_f32(u16::from_le_bytes(b.d)));
+            let raw = _mm_loadu_si128(b.qs.as_ptr() as *const __m128i);
+            let m4 = _mm_set1_epi8(0x0F);
+            let eight = _mm512_set1_epi32(8);
+            let halves = [
+                _mm_and_si128(raw, m4),
+                _mm_and_si128(_mm_srli_epi16::<4>(raw), m4),
+            ];
+            for (h, v) in halves.into_iter().enumerate() {
+                let q = _mm512_sub_epi32(_mm512_cvtepu8_epi32(v), eight);
+                let y = _mm512_mul_ps(_mm512_cvtepi32_ps(q), d);
+                _mm512_storeu_ps(o.as_mut_ptr().add(16 * h), y);
+            }
+        }
+    }
+}
+
+/// NF4 nibbles (high nibble first) times `scale`; whole groups of 16 bytes, scalar tail.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(crate) unsafe fn nf4_dequant_block(nibbles: &[u8], scale: f32, out: &mut [f32]) {
+    // SAFETY (whole body): reads 16 bytes at i + 16 <= n and writes 32 floats at
+    // 2i + 32 <= out.len() (out.len() == 2 · nibbles.len()).
+    unsafe {
+        let table = _mm512_loadu_ps(NF4_BITS.as_ptr() as *const f32);
+        let vs = _mm512_set1_ps(scale);
+        let m4 = _mm_set1_epi8(0x0F);
+        let n = nibbles.len() / 16 * 16;
+        let mut i = 0;
+        while i < n {
+            let raw = _mm_loadu_si128(nibbles.as_ptr().add(i) as *const __m128i);
+            let hi = _mm_and_si128(_mm_srli_epi16::<4>(raw), m4);
+            let lo = _mm_and_si128(raw, m4);
+            let p = out.as_mut_ptr().add(2 * i);
+            for (k, idx) in [_mm_unpacklo_epi8(hi, lo), _mm_unpackhi_epi8(hi, lo)]
+                .into_iter()
+                .enumerate()
+            {
+                let v = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(idx), table);
+                _mm512_storeu_ps(p.add(16 * k), _mm512_mul_ps(v, vs));
+            }
+            i += 16;
+        }
+        super::nf4::dequant_block_scalar(&nibbles[n..], scale, &mut out[2 * n..]);
+    }
+}
