@@ -189,7 +189,7 @@ pub fn quantize_order(names: &[String]) -> Vec<usize> {
 /// Fallback when the row length does not divide the chosen type's block.
 /// Returns the type and whether a fallback happened.
 pub fn fallback(ty: GgmlType, ne0: u64) -> (GgmlType, bool) {
-    if ne0 % ty.block_size() == 0 {
+    if ne0.is_multiple_of(ty.block_size()) {
         return (ty, false);
     }
     let next = match ty {
@@ -200,7 +200,7 @@ pub fn fallback(ty: GgmlType, ne0: u64) -> (GgmlType, bool) {
         // Q4_0/Q4_1/Q5_x/Q8_0/IQ4_NL have no fallback in llama-quantize except F16.
         _ => GgmlType::F16,
     };
-    if ne0 % next.block_size() != 0 {
+    if !ne0.is_multiple_of(next.block_size()) {
         (GgmlType::F16, true)
     } else {
         (next, true)

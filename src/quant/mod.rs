@@ -123,7 +123,7 @@ pub fn first_non_finite(x: &[f32]) -> Option<(usize, f32)> {
 
 fn check_lengths(ty: GgmlType, elements: usize, bytes: usize) -> Result<(), QuantError> {
     let block = ty.block_size() as usize;
-    if elements % block != 0 {
+    if !elements.is_multiple_of(block) {
         return Err(QuantError::NotBlockMultiple {
             ty,
             block,

@@ -271,7 +271,7 @@ pub fn dequantize_nf4_dq(
 ) -> Result<(), QuantError> {
     let bytes = 1 + block / 2;
     let n_blocks = src.len() / bytes;
-    if src.len() % bytes != 0 || dst.len() != n_blocks * block {
+    if !src.len().is_multiple_of(bytes) || dst.len() != n_blocks * block {
         return Err(QuantError::ByteLength {
             ty: GgmlType::Nf4Dq {
                 block: block as u32,
