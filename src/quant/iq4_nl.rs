@@ -4,7 +4,7 @@
 
 use super::float::{f16_bits_to_f32, f32_to_f16_bits};
 use super::kquant::GROUP_MAX_EPS;
-use super::BlockFormat;
+use super::{BlockFormat, Isa};
 use crate::gguf::GgmlType;
 
 /// `kvalues_iq4nl`.
@@ -111,11 +111,55 @@ impl BlockFormat for BlockIq4Nl {
         }
     }
 
+    fn dequantize_blocks(isa: Isa, blocks: &[Self], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(isa, Isa::Avx2 | Isa::Avx512) {
+            // SAFETY: the dispatch only passes tiers this CPU supports.
+            unsafe { x86::dequantize(blocks, out) };
+            return;
+        }
+        let _ = isa;
+        for (b, o) in blocks.iter().zip(out.chunks_exact_mut(32)) {
+            b.dequantize_block(o);
+        }
+    }
+
     fn dequantize_block(&self, out: &mut [f32]) {
         let d = f16_bits_to_f32(u16::from_le_bytes(self.d));
         for j in 0..16 {
             out[j] = d * IQ4NL_VALUES[(self.qs[j] & 0xF) as usize] as f32;
             out[j + 16] = d * IQ4NL_VALUES[(self.qs[j] >> 4) as usize] as f32;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{BlockIq4Nl, IQ4NL_VALUES};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn dequantize(blocks: &[BlockIq4Nl], out: &mut [f32]) {
+        let table: [f32; 16] = IQ4NL_VALUES.map(|v| v as f32);
+        // SAFETY (whole body): the table has 16 floats (two 8-lane loads); each block has 16
+        // code bytes and each output chunk 32 floats.
+        unsafe {
+            let t_lo = _mm256_loadu_ps(table.as_ptr());
+            let t_hi = _mm256_loadu_ps(table.as_ptr().add(8));
+            for (b, o) in blocks.iter().zip(out.chunks_exact_mut(32)) {
+                let d = _mm256_set1_ps(crate::quant::float::f16_bits_to_f32(u16::from_le_bytes(
+                    b.d,
+                )));
+                let idx = super::super::simd_x86::nibbles_32(&b.qs);
+                for (k, i) in idx.into_iter().enumerate() {
+                    let lo = _mm256_permutevar8x32_ps(t_lo, i);
+                    let hi = _mm256_permutevar8x32_ps(t_hi, i);
+                    let sel = _mm256_castsi256_ps(_mm256_slli_epi32::<28>(i));
+                    // kv[idx] · d, the scalar order (d · kv is the same product)
+                    let v = _mm256_mul_ps(d, _mm256_blendv_ps(lo, hi, sel));
+                    _mm256_storeu_ps(o.as_mut_ptr().add(8 * k), v);
+                }
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use super::float::{f16_bits_to_f32, f32_to_f16_bits};
 use super::q4_1::min_max;
-use super::{c_f32_to_i32, BlockFormat};
+use super::{c_f32_to_i32, BlockFormat, Isa};
 use crate::gguf::GgmlType;
 
 #[repr(C)]
@@ -40,6 +40,29 @@ impl BlockFormat for BlockQ5_1 {
             m: f32_to_f16_bits(min).to_le_bytes(),
             qh: qh.to_le_bytes(),
             qs,
+        }
+    }
+
+    fn dequantize_blocks(isa: Isa, blocks: &[Self], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(isa, Isa::Avx2 | Isa::Avx512) {
+            use super::float::f16_bits_to_f32 as h;
+            use super::simd_x86::{dequant_blocks_32, Block32};
+            // SAFETY: the dispatch only passes tiers this CPU supports.
+            unsafe {
+                dequant_blocks_32(blocks, out, |b: &Self| Block32 {
+                    d: h(u16::from_le_bytes(b.d)),
+                    m: Some(h(u16::from_le_bytes(b.m))),
+                    qs: b.qs,
+                    qh: Some(u32::from_le_bytes(b.qh)),
+                    offset: 0,
+                })
+            };
+            return;
+        }
+        let _ = isa;
+        for (b, o) in blocks.iter().zip(out.chunks_exact_mut(32)) {
+            b.dequantize_block(o);
         }
     }
 

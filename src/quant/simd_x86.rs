@@ -63,3 +63,68 @@ pub(crate) unsafe fn low_bytes_8(q: __m256i) -> __m128i {
     let joined = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 1, 1, 1, 1, 1));
     _mm256_castsi256_si128(joined)
 }
+
+/// The parts of a 32-element ggml block (Q4_0/Q4_1/Q5_0/Q5_1 layouts).
+pub(crate) struct Block32 {
+    pub d: f32,
+    /// The minimum added after the multiply (the `_1` types).
+    pub m: Option<f32>,
+    /// Byte j: element j in the low nibble, element j+16 in the high nibble.
+    pub qs: [u8; 16],
+    /// Bit e is bit 4 of element e (the Q5 types).
+    pub qh: Option<u32>,
+    /// Subtracted from each code before scaling (8 or 16 for the `_0` types, else 0).
+    pub offset: i32,
+}
+
+/// Dequantize 32-element blocks: `(code − offset)·d`, plus `m` where given, each a separately
+/// rounded operation as in ggml's scalar code. `parts` only reads fields; all vector work is
+/// here, under the AVX2 target feature.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn dequant_blocks_32<B>(
+    blocks: &[B],
+    out: &mut [f32],
+    parts: impl Fn(&B) -> Block32,
+) {
+    let m4 = _mm_set1_epi8(0x0F);
+    let one = _mm256_set1_epi32(1);
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (b, o) in blocks.iter().zip(out.chunks_exact_mut(32)) {
+        let p = parts(b);
+        // SAFETY: qs is 16 bytes; o holds 32 floats (four 8-lane stores).
+        let raw = unsafe { _mm_loadu_si128(p.qs.as_ptr() as *const __m128i) };
+        let lo = _mm_and_si128(raw, m4);
+        let hi = _mm_and_si128(_mm_srli_epi16::<4>(raw), m4);
+        let groups = [lo, _mm_srli_si128::<8>(lo), hi, _mm_srli_si128::<8>(hi)];
+        let vd = _mm256_set1_ps(p.d);
+        let off = _mm256_set1_epi32(p.offset);
+        for (k, g) in groups.into_iter().enumerate() {
+            let mut q = _mm256_cvtepu8_epi32(g);
+            if let Some(qh) = p.qh {
+                let shifts = _mm256_add_epi32(lane, _mm256_set1_epi32(8 * k as i32));
+                let bits =
+                    _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(qh as i32), shifts), one);
+                q = _mm256_or_si256(q, _mm256_slli_epi32::<4>(bits));
+            }
+            q = _mm256_sub_epi32(q, off);
+            let mut y = _mm256_mul_ps(_mm256_cvtepi32_ps(q), vd);
+            if let Some(m) = p.m {
+                y = _mm256_add_ps(y, _mm256_set1_ps(m));
+            }
+            // SAFETY: see above.
+            unsafe { _mm256_storeu_ps(o.as_mut_ptr().add(8 * k), y) };
+        }
+    }
+}
+
+/// The 32 4-bit codes of a ggml 32-element block (byte j: element j low, j+16 high) as four
+/// 8-lane i32 vectors in element order.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn nibbles_32(qs: &[u8; 16]) -> [__m256i; 4] {
+    // SAFETY: reads exactly the 16 bytes of `qs`.
+    let raw = unsafe { _mm_loadu_si128(qs.as_ptr() as *const __m128i) };
+    let m4 = _mm_set1_epi8(0x0F);
+    let lo = _mm_and_si128(raw, m4);
+    let hi = _mm_and_si128(_mm_srli_epi16::<4>(raw), m4);
+    [lo, _mm_srli_si128::<8>(lo), hi, _mm_srli_si128::<8>(hi)].map(|v| _mm256_cvtepu8_epi32(v))
+}
