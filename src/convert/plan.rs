@@ -220,10 +220,7 @@ fn plan_llama(ck: &Checkpoint, arch: Arch, recipe: Option<Recipe>) -> Result<Pla
         n_head_kv: params.n_head_kv.unwrap_or(params.n_head),
         tied: !has_output,
     };
-    let spec: Vec<(String, Vec<u64>)> = tensors
-        .iter()
-        .map(|t| (t.name.clone(), t.dims.clone()))
-        .collect();
+    let spec = name_dims(&tensors);
     let types = choose_types(recipe, shape, &spec);
     for (t, ty) in tensors.iter_mut().zip(types) {
         t.ty = ty;
@@ -389,10 +386,7 @@ fn plan_plain(ck: &Checkpoint, recipe: Option<Recipe>) -> Result<Plan, ConvertEr
             f16_intermediate: false,
         })
         .collect();
-    let spec: Vec<(String, Vec<u64>)> = tensors
-        .iter()
-        .map(|t| (t.name.clone(), t.dims.clone()))
-        .collect();
+    let spec = name_dims(&tensors);
     for (t, ty) in tensors.iter_mut().zip(choose_types_pure(recipe, &spec)) {
         t.ty = ty;
     }
@@ -451,10 +445,7 @@ fn plan_gguf(g: &GgufFile, path: &Path, recipe: Option<Recipe>) -> Result<Plan, 
             f16_intermediate: false,
         });
     }
-    let spec: Vec<(String, Vec<u64>)> = tensors
-        .iter()
-        .map(|t| (t.name.clone(), t.dims.clone()))
-        .collect();
+    let spec = name_dims(&tensors);
     let arch = g
         .metadata()
         .get("general.architecture")
@@ -565,6 +556,14 @@ pub fn load_dq_state(g: &GgufFile, index: usize, block: u32) -> Result<DqState, 
         .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
         .collect();
     DqState::from_values(&values, n_blocks).ok_or_else(|| bad("bad state tensor".into()))
+}
+
+/// (GGUF name, ggml dims) of every tensor, what the type rules look at.
+fn name_dims(tensors: &[PlannedTensor]) -> Vec<(String, Vec<u64>)> {
+    tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.dims.clone()))
+        .collect()
 }
 
 /// The source dtype of a planned safetensors tensor as a ggml type.

@@ -341,7 +341,25 @@ fn added_type(t: &AddedToken) -> i32 {
 }
 
 /// Size of the token table: the config's vocab_size, or one past the highest id.
-fn table_size(max_id: Option<u32>, config: &HfConfig, path: &Path) -> Result<usize, SourceError> {
+fn table_size(
+    base: &[(String, u32)],
+    added: &[AddedToken],
+    config: &HfConfig,
+    path: &Path,
+) -> Result<usize, SourceError> {
+    let max_id = base
+        .iter()
+        .map(|(_, id)| *id)
+        .chain(added.iter().map(|a| a.id))
+        .max();
+    table_size_for(max_id, config, path)
+}
+
+fn table_size_for(
+    max_id: Option<u32>,
+    config: &HfConfig,
+    path: &Path,
+) -> Result<usize, SourceError> {
     let needed = max_id.map_or(0, |m| m as usize + 1);
     match config.vocab_size {
         Some(n) if (n as usize) < needed => Err(tok_err(
@@ -365,12 +383,7 @@ fn byte_level_bpe_vocab(
     let pre = recognise_pre(json, &path)?;
     let base = json_model_vocab(json, &path)?;
     let added = added_tokens(files);
-    let max_id = base
-        .iter()
-        .map(|(_, id)| *id)
-        .chain(added.iter().map(|a| a.id))
-        .max();
-    let n = table_size(max_id, config, &path)?;
+    let n = table_size(&base, &added, config, &path)?;
     let mut tokens: Vec<Option<String>> = vec![None; n];
     let mut types = vec![token_type::UNUSED; n];
     for (tok, id) in base {
@@ -424,12 +437,7 @@ fn spm_style_json_vocab(
         .get("unk_token")
         .and_then(|u| u.as_str())
         .map(str::to_string);
-    let max_id = base
-        .iter()
-        .map(|(_, id)| *id)
-        .chain(added.iter().map(|a| a.id))
-        .max();
-    let n = table_size(max_id, config, &path)?;
+    let n = table_size(&base, &added, config, &path)?;
     let mut tokens: Vec<Option<String>> = vec![None; n];
     let mut types = vec![token_type::UNUSED; n];
     let mut scores = vec![-1000.0f32; n];
@@ -623,7 +631,7 @@ fn sentencepiece_vocab(
         .into_iter()
         .chain(added.iter().map(|a| a.id))
         .max();
-    let n = table_size(max_id, config, path)?;
+    let n = table_size_for(max_id, config, path)?;
     let mut tokens: Vec<String> = (0..n).map(|i| format!("[PAD{i}]")).collect();
     let mut scores = vec![-1000.0f32; n];
     let mut types = vec![token_type::UNUSED; n];
