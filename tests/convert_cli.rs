@@ -502,3 +502,110 @@ fn verify_against_source_reports_error_bounds() {
         }
     }
 }
+
+#[test]
+fn head_count_that_does_not_divide_q_rows_is_an_error() {
+    let m = tiny_llama(Dtype::F16, false);
+    let cfg = m.path().join("config.json");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(
+            "\"num_attention_heads\":4",
+            "\"num_attention_heads\":3,\"head_dim\":16",
+        )
+        .replace("\"num_key_value_heads\":2", "\"num_key_value_heads\":3");
+    std::fs::write(&cfg, text).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = out_path(&tmp, "x.gguf");
+    let o = convert(m.path(), "f16", &out, &[]);
+    assert_fails_cleanly(
+        &o,
+        &out,
+        &[
+            "model.layers.0.self_attn.q_proj.weight",
+            "3 heads",
+            "rotary permutation",
+        ],
+    );
+}
+
+#[test]
+fn mistral_architecture_converts_like_llama() {
+    let m = tiny_llama(Dtype::F16, false);
+    let cfg = m.path().join("config.json");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("LlamaForCausalLM", "MistralForCausalLM");
+    std::fs::write(&cfg, text).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = out_path(&tmp, "m.gguf");
+    let o = convert(m.path(), "q8_0", &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let f = GgufFile::open(&out).unwrap();
+    assert_eq!(
+        f.metadata().get("general.architecture"),
+        Some(&Value::String("llama".into()))
+    );
+}
+
+#[test]
+fn nf4_output_has_state_tensors_and_decodes_within_bounds() {
+    let m = tiny_llama(Dtype::F32, false);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = out_path(&tmp, "nf4.gguf");
+    let o = convert(m.path(), "nf4", &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let f = GgufFile::open(&out).unwrap();
+    let q = f
+        .tensors()
+        .iter()
+        .find(|t| t.name == "blk.0.attn_q.weight")
+        .unwrap();
+    assert_eq!(q.ty, GgmlType::Nf4Dq { block: 64 });
+    let state = f
+        .tensors()
+        .iter()
+        .find(|t| t.name == "blk.0.attn_q.weight.nf4dq")
+        .unwrap();
+    // 64 x 64 weights = 64 blocks of 64: one group, so offset + 1 nested absmax
+    assert_eq!((state.ty, state.dims.clone()), (GgmlType::F32, vec![2]));
+    let embd = f
+        .tensors()
+        .iter()
+        .find(|t| t.name == "token_embd.weight")
+        .unwrap();
+    assert_eq!(embd.ty, GgmlType::F16);
+    let o = qforge(&[
+        "verify",
+        out.to_str().unwrap(),
+        "--against",
+        m.path().to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for r in v["against"].as_array().unwrap() {
+        if r["type"] == "NF4_DQ" {
+            // weights uniform in ±0.05: NF4's largest gap is 0.30·absmax, error ≤ 0.0076
+            assert!(r["max_abs"].as_f64().unwrap() < 0.0077, "{r}");
+            assert!(r["snr_db"].as_f64().unwrap() > 15.0, "{r}");
+        }
+    }
+    let back = out_path(&tmp, "back.gguf");
+    let o = qforge(&[
+        "convert",
+        out.to_str().unwrap(),
+        "-t",
+        "f16",
+        "-o",
+        back.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let b = GgufFile::open(&back).unwrap();
+    assert!(b
+        .tensors()
+        .iter()
+        .all(|t| !t.ty.is_extension() && !t.name.ends_with(".nf4dq")));
+    assert!(b.metadata().get("qforge.nf4.codebook").is_none());
+}

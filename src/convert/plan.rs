@@ -182,6 +182,16 @@ fn plan_llama(ck: &Checkpoint, arch: Arch, recipe: Option<Recipe>) -> Result<Pla
             continue;
         };
         has_output |= mapped.name == "output.weight";
+        if let Transform::PermuteRope { n_head } = mapped.transform {
+            let rows = t.shape.first().copied().unwrap_or(0);
+            if n_head == 0 || rows % n_head != 0 || (rows / n_head) % 2 != 0 {
+                return Err(ConvertError::Plan(format!(
+                    "tensor '{}': {rows} rows cannot be split into {n_head} heads of even size \
+                     for the rotary permutation (config.json and the weights disagree)",
+                    t.name
+                )));
+            }
+        }
         tensors.push(PlannedTensor {
             name: mapped.name,
             dims: ggml_dims(&t.shape),
