@@ -522,8 +522,8 @@ fn head_count_that_does_not_divide_q_rows_is_an_error() {
         &o,
         &out,
         &[
-            "model.layers.0.self_attn.q_proj.weight",
-            "3 heads",
+            "model.layers.0.self_attn.",
+            "split into 3 heads",
             "rotary permutation",
         ],
     );
