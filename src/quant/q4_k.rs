@@ -20,7 +20,7 @@ const _: () = assert!(size_of::<BlockQ4K>() == 144);
 impl BlockQ4K {
     /// Per sub-block (d·sc, dmin·m), the products ggml's dequantizer computes first.
     #[inline(always)]
-    fn sub_scales(&self) -> [(f32, f32); 8] {
+    pub(crate) fn sub_scales(&self) -> [(f32, f32); 8] {
         let d = f16_bits_to_f32(u16::from_le_bytes(self.d));
         let dmin = f16_bits_to_f32(u16::from_le_bytes(self.dmin));
         std::array::from_fn(|j| {
@@ -88,6 +88,12 @@ impl BlockFormat for BlockQ4K {
     }
 
     fn dequantize_blocks(isa: Isa, blocks: &[Self], out: &mut [f32]) {
+        #[cfg(target_arch = "aarch64")]
+        if isa == Isa::Neon {
+            // SAFETY: the dispatch only passes tiers this CPU supports.
+            unsafe { super::simd_neon::dequantize_q4_k(blocks, out) };
+            return;
+        }
         #[cfg(target_arch = "x86_64")]
         if matches!(isa, Isa::Avx2 | Isa::Avx512) {
             // SAFETY: the dispatch only passes tiers this CPU supports.

@@ -54,6 +54,12 @@ impl BlockFormat for BlockQ8_0 {
     }
 
     fn dequantize_blocks(isa: Isa, blocks: &[Self], out: &mut [f32]) {
+        #[cfg(target_arch = "aarch64")]
+        if isa == Isa::Neon {
+            // SAFETY: the dispatch only passes tiers this CPU supports.
+            unsafe { super::simd_neon::dequantize_q8_0(blocks, out) };
+            return;
+        }
         #[cfg(target_arch = "x86_64")]
         if isa == Isa::Avx512 {
             // SAFETY: the dispatch only passes tiers this CPU supports.
