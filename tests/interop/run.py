@@ -368,6 +368,32 @@ def error_checks(qforge, tmp):
     case("NaN in a weight", nan_weight, ["ffn_up.weight", "element 10", "NaN"])
     case("unwritable output location", unwritable, ["missing-dir"])
 
+    def disk_full():
+        # A file-size limit makes writes fail with EFBIG partway through, as a full disk does
+        # with ENOSPC: the error must be reported and the temporary file removed.
+        import resource
+        import signal
+
+        out_dir = os.path.join(tmp, "out-full")
+        os.makedirs(out_dir)
+        out = os.path.join(out_dir, "x.gguf")
+
+        def limit():
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
+
+        r = subprocess.run([qforge, "convert", spm_dir, "-t", "f16", "-o", out], capture_output=True, text=True,
+                           preexec_fn=limit)
+        if r.returncode == 0:
+            raise AssertionError("convert succeeded past the size limit")
+        if "x.gguf" not in r.stderr or "too large" not in r.stderr.lower():
+            raise AssertionError(f"unclear message: {r.stderr.strip()}")
+        if os.listdir(out_dir):
+            raise AssertionError(f"files left: {os.listdir(out_dir)}")
+        return r.stderr.strip().splitlines()[-1]
+
+    check("error path: output location full (write fails midway)", disk_full)
+
 
 def main():
     ap = argparse.ArgumentParser()
