@@ -555,6 +555,11 @@ mod x86 {
 /// super-block: the signed scales, and the codes (offset by 32) in `l`.
 pub(crate) fn fit_q6k_subblocks(isa: super::Isa, x: &[f32], l: &mut [i8; 256]) -> [f32; 16] {
     #[cfg(target_arch = "x86_64")]
+    if isa == super::Isa::Avx512 {
+        // SAFETY: the dispatch only passes tiers this CPU supports; x has 256 values.
+        return unsafe { x86_512::make_qx_quants_x16(x, 32, l) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if matches!(isa, super::Isa::Avx2 | super::Isa::Avx512) {
         let mut s = [0f32; 16];
         for h in 0..2 {
@@ -574,4 +579,99 @@ pub(crate) fn fit_q6k_subblocks(isa: super::Isa, x: &[f32], l: &mut [i8; 256]) -
     std::array::from_fn(|ib| {
         make_qx_quants(32, &x[16 * ib..16 * ib + 16], &mut l[16 * ib..16 * ib + 16])
     })
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86_512 {
+    use std::arch::x86_64::*;
+
+    /// `make_qx_quants(16, nmax, …, rmse_type = 1, NULL)` for all sixteen 16-element
+    /// sub-blocks of a Q6_K super-block at once (lane j = sub-block j), each lane in the scalar
+    /// order of operations. The AVX-512 twin of the 8-lane AVX2 version.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn make_qx_quants_x16(x: &[f32], nmax: i32, l: &mut [i8; 256]) -> [f32; 16] {
+        assert!(x.len() >= 256);
+        let sign = _mm512_set1_ps(-0.0);
+        let zero = _mm512_setzero_ps();
+        let base = _mm512_setr_epi32(
+            0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240,
+        );
+        // SAFETY: the gathers read x[16j + i] for j, i < 16 (x has 256 values).
+        let xt: [__m512; 16] = std::array::from_fn(|i| unsafe {
+            _mm512_i32gather_ps::<4>(
+                _mm512_add_epi32(base, _mm512_set1_epi32(i as i32)),
+                x.as_ptr(),
+            )
+        });
+        let (mut amax, mut max) = (zero, zero);
+        for v in &xt {
+            let ax = _mm512_andnot_ps(sign, *v);
+            let gt = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(ax, amax);
+            amax = _mm512_mask_blend_ps(gt, amax, ax);
+            max = _mm512_mask_blend_ps(gt, max, *v);
+        }
+        let all_zero = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(amax, _mm512_set1_ps(super::GROUP_MAX_EPS));
+        let nmax_f = nmax as f32;
+        let lo = _mm512_set1_epi32(-nmax);
+        let hi = _mm512_set1_epi32(nmax - 1);
+        let w: [__m512; 16] = std::array::from_fn(|i| _mm512_mul_ps(xt[i], xt[i]));
+        let quant = |iscale: __m512, i: usize| -> __m512i {
+            let t = _mm512_add_ps(_mm512_mul_ps(iscale, xt[i]), _mm512_set1_ps(12582912.0));
+            let q = _mm512_sub_epi32(
+                _mm512_and_si512(_mm512_castps_si512(t), _mm512_set1_epi32(0x007f_ffff)),
+                _mm512_set1_epi32(0x0040_0000),
+            );
+            _mm512_min_epi32(_mm512_max_epi32(q, lo), hi)
+        };
+        let sums = |iscale: __m512| -> (__m512, __m512) {
+            let (mut sumlx, mut suml2) = (zero, zero);
+            for i in 0..16 {
+                let lf = _mm512_cvtepi32_ps(quant(iscale, i));
+                sumlx = _mm512_add_ps(sumlx, _mm512_mul_ps(_mm512_mul_ps(w[i], xt[i]), lf));
+                suml2 = _mm512_add_ps(suml2, _mm512_mul_ps(_mm512_mul_ps(w[i], lf), lf));
+            }
+            (sumlx, suml2)
+        };
+        let iscale0 = _mm512_div_ps(_mm512_set1_ps(-nmax_f), max);
+        let mut lv: [__m512i; 16] = std::array::from_fn(|i| quant(iscale0, i));
+        let (sumlx, suml2) = sums(iscale0);
+        let nonzero = _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(suml2, zero);
+        let mut scale = _mm512_maskz_mov_ps(nonzero, _mm512_div_ps(sumlx, suml2));
+        let mut best = _mm512_mul_ps(scale, sumlx);
+        for is in -9i32..=9 {
+            if is == 0 {
+                continue;
+            }
+            let iscale = _mm512_div_ps(_mm512_set1_ps(-(nmax_f + 0.1 * is as f32)), max);
+            let (sumlx, suml2) = sums(iscale);
+            let better = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(suml2, zero)
+                & _mm512_cmp_ps_mask::<_CMP_GT_OQ>(
+                    _mm512_mul_ps(sumlx, sumlx),
+                    _mm512_mul_ps(best, suml2),
+                );
+            for (i, li) in lv.iter_mut().enumerate() {
+                *li = _mm512_mask_blend_epi32(better, *li, quant(iscale, i));
+            }
+            let s = _mm512_div_ps(sumlx, suml2);
+            scale = _mm512_mask_blend_ps(better, scale, s);
+            best = _mm512_mask_blend_ps(better, best, _mm512_mul_ps(s, sumlx));
+        }
+        let keep = !all_zero;
+        let off = _mm512_set1_epi32(nmax);
+        let mut lanes = [[0i32; 16]; 16];
+        for i in 0..16 {
+            let q = _mm512_maskz_mov_epi32(keep, _mm512_add_epi32(lv[i], off));
+            // SAFETY: lanes[i] holds 16 i32.
+            unsafe { _mm512_storeu_si512(lanes[i].as_mut_ptr() as *mut __m512i, q) };
+        }
+        for (i, row) in lanes.iter().enumerate() {
+            for (j, &q) in row.iter().enumerate() {
+                l[16 * j + i] = q as i8;
+            }
+        }
+        let mut out = [0f32; 16];
+        // SAFETY: out holds 16 f32.
+        unsafe { _mm512_storeu_ps(out.as_mut_ptr(), _mm512_maskz_mov_ps(keep, scale)) };
+        out
+    }
 }
