@@ -140,7 +140,7 @@ fn k_quant_fits_equal_scalar_on_random_superblocks() {
             x.push(if b % 7 == 3 && i % 3 == 0 { 0.0 } else { v });
         }
     }
-    for ty in [GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
+    for ty in [GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K, GgmlType::Iq4Nl] {
         let len = ty.bytes_for(x.len() as u64).unwrap() as usize;
         let mut want = vec![0u8; len];
         quantize_with(Isa::Scalar, ty, &x, &mut want).unwrap();
@@ -148,7 +148,7 @@ fn k_quant_fits_equal_scalar_on_random_superblocks() {
             let mut got = vec![0u8; len];
             quantize_with(isa, ty, &x, &mut got).unwrap();
             let per = ty.type_size() as usize;
-            let bad: Vec<usize> = (0..n_blocks)
+            let bad: Vec<usize> = (0..want.len() / per)
                 .filter(|&b| want[b * per..(b + 1) * per] != got[b * per..(b + 1) * per])
                 .collect();
             assert!(bad.is_empty(), "{ty} {isa:?}: blocks {bad:?} differ");

@@ -111,6 +111,22 @@ impl BlockFormat for BlockIq4Nl {
         }
     }
 
+    fn quantize_blocks(isa: Isa, x: &[f32], out: &mut [Self]) {
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if matches!(isa, Isa::Avx2 | Isa::Avx512) {
+            for (group, blocks) in x.chunks_exact(256).zip(out.chunks_exact_mut(8)) {
+                // SAFETY: the dispatch only passes tiers this CPU supports.
+                unsafe { x86::quantize8(group, blocks) };
+                done += 8;
+            }
+        }
+        let _ = isa;
+        for (b, c) in out[done..].iter_mut().zip(x[32 * done..].chunks_exact(32)) {
+            *b = Self::quantize_block(c);
+        }
+    }
+
     fn dequantize_blocks(isa: Isa, blocks: &[Self], out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if matches!(isa, Isa::Avx2 | Isa::Avx512) {
@@ -135,8 +151,125 @@ impl BlockFormat for BlockIq4Nl {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{BlockIq4Nl, IQ4NL_VALUES};
+    use super::{BlockIq4Nl, IQ4NL_VALUES, NTRY};
+    use crate::quant::float::f32_to_f16_bits;
+    use crate::quant::kquant::GROUP_MAX_EPS;
     use std::arch::x86_64::*;
+
+    /// ggml's `best_index_int8` on 8 lanes: 0 below the table, 15 above, else the lower
+    /// neighbour `ml` (the number of table values ≤ x, as the binary search finds) unless
+    /// `x − v[ml] ≥ v[ml+1] − x`. NaN takes the scalar search's path (ml = 14).
+    #[inline(always)]
+    unsafe fn best_index(x: __m256, v: &[__m256; 16], t_lo: __m256, t_hi: __m256) -> __m256i {
+        // SAFETY: register-only AVX2 operations; callers have AVX2.
+        unsafe {
+            let mut ml = _mm256_setzero_si256();
+            for vk in &v[1..15] {
+                let le = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(*vk, x));
+                ml = _mm256_sub_epi32(ml, le); // le is -1 where true
+            }
+            let nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(x, x));
+            ml = _mm256_blendv_epi8(ml, _mm256_set1_epi32(14), nan);
+            let mu = _mm256_add_epi32(ml, _mm256_set1_epi32(1));
+            let lookup = |i: __m256i| {
+                let lo = _mm256_permutevar8x32_ps(t_lo, i);
+                let hi = _mm256_permutevar8x32_ps(t_hi, i);
+                _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32::<28>(i)))
+            };
+            let (vl, vu) = (lookup(ml), lookup(mu));
+            let lower = _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_sub_ps(x, vl), _mm256_sub_ps(vu, x));
+            let mut idx = _mm256_blendv_epi8(mu, ml, _mm256_castps_si256(lower));
+            let below = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(x, v[0]));
+            let above = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GE_OQ>(x, v[15]));
+            idx = _mm256_andnot_si256(below, idx);
+            _mm256_blendv_epi8(idx, _mm256_set1_epi32(15), above)
+        }
+    }
+
+    /// Eight blocks at once, lane b = block b, each lane in `quantize_iq4_nl`'s order.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn quantize8(x: &[f32], out: &mut [BlockIq4Nl]) {
+        assert!(x.len() >= 256 && out.len() >= 8);
+        let table: [f32; 16] = IQ4NL_VALUES.map(|v| v as f32);
+        // SAFETY (whole body): the table has 16 floats; the gathers read x[32b + j] for
+        // b < 8, j < 32 (x has 256 values); stores go to local arrays.
+        unsafe {
+            let t_lo = _mm256_loadu_ps(table.as_ptr());
+            let t_hi = _mm256_loadu_ps(table.as_ptr().add(8));
+            let v: [__m256; 16] = std::array::from_fn(|k| _mm256_set1_ps(table[k]));
+            let sign = _mm256_set1_ps(-0.0);
+            let zero = _mm256_setzero_ps();
+            let base = _mm256_setr_epi32(0, 32, 64, 96, 128, 160, 192, 224);
+            let xt: [__m256; 32] = std::array::from_fn(|j| {
+                _mm256_i32gather_ps::<4>(
+                    x.as_ptr(),
+                    _mm256_add_epi32(base, _mm256_set1_epi32(j as i32)),
+                )
+            });
+            let w: [__m256; 32] = std::array::from_fn(|j| _mm256_mul_ps(xt[j], xt[j]));
+            let (mut amax, mut max) = (zero, zero);
+            for xj in &xt {
+                let ax = _mm256_andnot_ps(sign, *xj);
+                let gt = _mm256_cmp_ps::<_CMP_GT_OQ>(ax, amax);
+                amax = _mm256_blendv_ps(amax, ax, gt);
+                max = _mm256_blendv_ps(max, *xj, gt);
+            }
+            let zero_block = _mm256_cmp_ps::<_CMP_LT_OQ>(amax, _mm256_set1_ps(GROUP_MAX_EPS));
+            let sums = |id: __m256| -> (__m256, __m256) {
+                let (mut sumqx, mut sumq2) = (zero, zero);
+                for j in 0..32 {
+                    let i = best_index(_mm256_mul_ps(id, xt[j]), &v, t_lo, t_hi);
+                    let q = _mm256_blendv_ps(
+                        _mm256_permutevar8x32_ps(t_lo, i),
+                        _mm256_permutevar8x32_ps(t_hi, i),
+                        _mm256_castsi256_ps(_mm256_slli_epi32::<28>(i)),
+                    );
+                    let wq = _mm256_mul_ps(w[j], q);
+                    sumqx = _mm256_add_ps(sumqx, _mm256_mul_ps(wq, xt[j]));
+                    sumq2 = _mm256_add_ps(sumq2, _mm256_mul_ps(wq, q));
+                }
+                (sumqx, sumq2)
+            };
+            let d0 = _mm256_div_ps(_mm256_xor_ps(max, sign), v[0]);
+            let (sumqx, sumq2) = sums(_mm256_div_ps(_mm256_set1_ps(1.0), d0));
+            let mut d = _mm256_div_ps(sumqx, sumq2);
+            let mut best = _mm256_mul_ps(d, sumqx);
+            for itry in -NTRY..=NTRY {
+                let id = _mm256_div_ps(_mm256_set1_ps((itry + IQ4NL_VALUES[0] as i32) as f32), max);
+                let (sumqx, sumq2) = sums(id);
+                let better = _mm256_and_ps(
+                    _mm256_cmp_ps::<_CMP_GT_OQ>(sumq2, zero),
+                    _mm256_cmp_ps::<_CMP_GT_OQ>(
+                        _mm256_mul_ps(sumqx, sumqx),
+                        _mm256_mul_ps(best, sumq2),
+                    ),
+                );
+                let dn = _mm256_div_ps(sumqx, sumq2);
+                d = _mm256_blendv_ps(d, dn, better);
+                best = _mm256_blendv_ps(best, _mm256_mul_ps(dn, sumqx), better);
+            }
+            d = _mm256_andnot_ps(zero_block, d);
+            let nonzero = _mm256_cmp_ps::<_CMP_NEQ_UQ>(d, zero);
+            let id = _mm256_and_ps(nonzero, _mm256_div_ps(_mm256_set1_ps(1.0), d));
+            let mut codes = [[0i32; 8]; 32];
+            for j in 0..32 {
+                let i = best_index(_mm256_mul_ps(id, xt[j]), &v, t_lo, t_hi);
+                _mm256_storeu_si256(codes[j].as_mut_ptr() as *mut __m256i, i);
+            }
+            let mut scales = [0f32; 8];
+            _mm256_storeu_ps(scales.as_mut_ptr(), d);
+            for (b, blk) in out.iter_mut().take(8).enumerate() {
+                let mut qs = [0u8; 16];
+                for j in 0..16 {
+                    qs[j] = codes[j][b] as u8 | ((codes[j + 16][b] as u8) << 4);
+                }
+                *blk = BlockIq4Nl {
+                    d: f32_to_f16_bits(scales[b]).to_le_bytes(),
+                    qs,
+                };
+            }
+        }
+    }
 
     #[target_feature(enable = "avx2")]
     pub unsafe fn dequantize(blocks: &[BlockIq4Nl], out: &mut [f32]) {
