@@ -287,6 +287,41 @@ pub(crate) fn quantize_k_superblock(x: &[f32], fit: KFit) -> (u16, u16, [u8; 12]
     finish_k_superblock(x, fit.nmax, &scales, &mins, l)
 }
 
+/// Quantize consecutive Q4_K / Q5_K super-blocks with the fastest fit this `isa` has (every
+/// fit gives ggml's bytes); `make` packs one super-block's (d, dmin, scales, L).
+pub(crate) fn quantize_k_blocks<B>(
+    isa: super::Isa,
+    x: &[f32],
+    fit: KFit,
+    out: &mut [B],
+    make: impl Fn((u16, u16, [u8; 12], [u8; 256])) -> B,
+) {
+    let n = out.len().min(x.len() / 256);
+    let mut i = 0;
+    #[cfg(target_arch = "x86_64")]
+    if isa == super::Isa::Avx512 {
+        while i + 2 <= n {
+            let pair = &x[256 * i..256 * (i + 2)];
+            // SAFETY: the dispatch only passes tiers this CPU supports; pair has 512 values.
+            let (scales, mins, ls) = unsafe { x86_512::fit_subblocks_pair(pair, fit) };
+            for k in 0..2 {
+                let xs = &pair[256 * k..256 * (k + 1)];
+                out[i + k] = make(finish_k_superblock(
+                    xs, fit.nmax, &scales[k], &mins[k], ls[k],
+                ));
+            }
+            i += 2;
+        }
+    }
+    for j in i..n {
+        out[j] = make(quantize_k_superblock_with(
+            isa,
+            &x[256 * j..256 * (j + 1)],
+            fit,
+        ));
+    }
+}
+
 /// Q4_K / Q5_K super-block using the fastest fit this `isa` has (all fits give ggml's bytes).
 pub(crate) fn quantize_k_superblock_with(
     isa: super::Isa,
@@ -583,7 +618,154 @@ pub(crate) fn fit_q6k_subblocks(isa: super::Isa, x: &[f32], l: &mut [i8; 256]) -
 
 #[cfg(target_arch = "x86_64")]
 mod x86_512 {
+    use super::KFit;
     use std::arch::x86_64::*;
+
+    #[inline(always)]
+    unsafe fn nearest_int(v: __m512) -> __m512i {
+        // SAFETY: register-only AVX-512 operations; the caller has AVX-512.
+        unsafe {
+            let t = _mm512_add_ps(v, _mm512_set1_ps(12582912.0));
+            _mm512_sub_epi32(
+                _mm512_and_si512(_mm512_castps_si512(t), _mm512_set1_epi32(0x007f_ffff)),
+                _mm512_set1_epi32(0x0040_0000),
+            )
+        }
+    }
+
+    /// The sub-block fits of two consecutive Q4_K/Q5_K super-blocks at once: lane j is
+    /// sub-block j of the 512 values, each lane doing the scalar `make_qkx2_quants`
+    /// operations in order (the AVX-512 twin of `x86::fit_subblocks`).
+    #[allow(clippy::type_complexity)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn fit_subblocks_pair(
+        x: &[f32],
+        fit: KFit,
+    ) -> ([[f32; 8]; 2], [[f32; 8]; 2], [[u8; 256]; 2]) {
+        assert!(x.len() >= 512);
+        let sign = _mm512_set1_ps(-0.0);
+        let zero = _mm512_setzero_ps();
+        let nmax_i = _mm512_set1_epi32(fit.nmax);
+        let zero_i = _mm512_setzero_si512();
+        let base = _mm512_setr_epi32(
+            0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448, 480,
+        );
+        // SAFETY: the gathers read x[32j + i] for j < 16, i < 32 (x has 512 values).
+        let xt: [__m512; 32] = std::array::from_fn(|i| unsafe {
+            _mm512_i32gather_ps::<4>(
+                _mm512_add_epi32(base, _mm512_set1_epi32(i as i32)),
+                x.as_ptr(),
+            )
+        });
+        let mut sum_x2 = zero;
+        for v in &xt {
+            sum_x2 = _mm512_add_ps(sum_x2, _mm512_mul_ps(*v, *v));
+        }
+        let av_x = _mm512_sqrt_ps(_mm512_div_ps(sum_x2, _mm512_set1_ps(32.0)));
+        let w: [__m512; 32] =
+            std::array::from_fn(|i| _mm512_add_ps(av_x, _mm512_andnot_ps(sign, xt[i])));
+        let mut min = xt[0];
+        let mut max = xt[0];
+        let mut sum_w = w[0];
+        let mut sum_x = _mm512_mul_ps(sum_w, xt[0]);
+        for i in 1..32 {
+            min = _mm512_min_ps(xt[i], min);
+            max = _mm512_max_ps(xt[i], max);
+            sum_w = _mm512_add_ps(sum_w, w[i]);
+            sum_x = _mm512_add_ps(sum_x, _mm512_mul_ps(w[i], xt[i]));
+        }
+        min = _mm512_mask_mov_ps(min, _mm512_cmp_ps_mask::<_CMP_GT_OQ>(min, zero), zero);
+        let degenerate = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(max, min);
+        let quant = |iscale: __m512, min: __m512, i: usize| -> __m512i {
+            // SAFETY: register-only AVX-512 operations.
+            let q = unsafe { nearest_int(_mm512_mul_ps(iscale, _mm512_sub_ps(xt[i], min))) };
+            _mm512_min_epi32(_mm512_max_epi32(q, zero_i), nmax_i)
+        };
+        let mut iscale = _mm512_div_ps(_mm512_set1_ps(fit.nmax as f32), _mm512_sub_ps(max, min));
+        let mut scale = _mm512_div_ps(_mm512_set1_ps(1.0), iscale);
+        let mut lv = [zero_i; 32];
+        let mut best = zero;
+        for i in 0..32 {
+            lv[i] = quant(iscale, min, i);
+            let diff = _mm512_sub_ps(
+                _mm512_add_ps(_mm512_mul_ps(scale, _mm512_cvtepi32_ps(lv[i])), min),
+                xt[i],
+            );
+            best = _mm512_add_ps(best, _mm512_mul_ps(w[i], _mm512_mul_ps(diff, diff)));
+        }
+        let mut laux = [zero_i; 32];
+        for is in 0..=fit.nstep {
+            let num = fit.rmin + 0.1 * is as f32 + fit.nmax as f32;
+            iscale = _mm512_div_ps(_mm512_set1_ps(num), _mm512_sub_ps(max, min));
+            let (mut sum_l, mut sum_l2, mut sum_xl) = (zero, zero, zero);
+            for i in 0..32 {
+                laux[i] = quant(iscale, min, i);
+                let lf = _mm512_cvtepi32_ps(laux[i]);
+                let wl = _mm512_mul_ps(w[i], lf);
+                sum_l = _mm512_add_ps(sum_l, wl);
+                sum_l2 = _mm512_add_ps(sum_l2, _mm512_mul_ps(wl, lf));
+                sum_xl = _mm512_add_ps(sum_xl, _mm512_mul_ps(wl, xt[i]));
+            }
+            let d = _mm512_sub_ps(_mm512_mul_ps(sum_w, sum_l2), _mm512_mul_ps(sum_l, sum_l));
+            let valid = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(d, zero);
+            let mut this_scale = _mm512_div_ps(
+                _mm512_sub_ps(_mm512_mul_ps(sum_w, sum_xl), _mm512_mul_ps(sum_x, sum_l)),
+                d,
+            );
+            let mut this_min = _mm512_div_ps(
+                _mm512_sub_ps(_mm512_mul_ps(sum_l2, sum_x), _mm512_mul_ps(sum_l, sum_xl)),
+                d,
+            );
+            let pos = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(this_min, zero);
+            this_min = _mm512_mask_mov_ps(this_min, pos, zero);
+            this_scale = _mm512_mask_mov_ps(this_scale, pos, _mm512_div_ps(sum_xl, sum_l2));
+            let mut cur = zero;
+            for i in 0..32 {
+                let diff = _mm512_sub_ps(
+                    _mm512_add_ps(
+                        _mm512_mul_ps(this_scale, _mm512_cvtepi32_ps(laux[i])),
+                        this_min,
+                    ),
+                    xt[i],
+                );
+                cur = _mm512_add_ps(cur, _mm512_mul_ps(w[i], _mm512_mul_ps(diff, diff)));
+            }
+            let better = valid & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(cur, best) & !degenerate;
+            for i in 0..32 {
+                lv[i] = _mm512_mask_blend_epi32(better, lv[i], laux[i]);
+            }
+            best = _mm512_mask_blend_ps(better, best, cur);
+            scale = _mm512_mask_blend_ps(better, scale, this_scale);
+            min = _mm512_mask_blend_ps(better, min, this_min);
+        }
+        scale = _mm512_maskz_mov_ps(!degenerate, scale);
+        let mut lanes = [[0i32; 16]; 32];
+        for i in 0..32 {
+            let li = _mm512_maskz_mov_epi32(!degenerate, lv[i]);
+            // SAFETY: lanes[i] holds 16 i32.
+            unsafe { _mm512_storeu_si512(lanes[i].as_mut_ptr() as *mut __m512i, li) };
+        }
+        let mut ls = [[0u8; 256]; 2];
+        for (i, row) in lanes.iter().enumerate() {
+            for (j, &q) in row.iter().enumerate() {
+                ls[j / 8][32 * (j % 8) + i] = q as u8;
+            }
+        }
+        let mut s16 = [0f32; 16];
+        let mut m16 = [0f32; 16];
+        // SAFETY: both arrays hold 16 f32.
+        unsafe {
+            _mm512_storeu_ps(s16.as_mut_ptr(), scale);
+            _mm512_storeu_ps(m16.as_mut_ptr(), _mm512_xor_ps(min, sign));
+        }
+        let split = |a: [f32; 16]| -> [[f32; 8]; 2] {
+            [
+                std::array::from_fn(|k| a[k]),
+                std::array::from_fn(|k| a[8 + k]),
+            ]
+        };
+        (split(s16), split(m16), ls)
+    }
 
     /// `make_qx_quants(16, nmax, …, rmse_type = 1, NULL)` for all sixteen 16-element
     /// sub-blocks of a Q6_K super-block at once (lane j = sub-block j), each lane in the scalar

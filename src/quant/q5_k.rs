@@ -23,10 +23,9 @@ impl BlockFormat for BlockQ5K {
     const ELEMS: usize = 256;
 
     fn quantize_blocks(isa: super::Isa, x: &[f32], out: &mut [Self]) {
-        for (b, c) in out.iter_mut().zip(x.chunks_exact(256)) {
-            let (d, dmin, scales, l) = super::kquant::quantize_k_superblock_with(isa, c, Q5K_FIT);
-            *b = Self::from_parts(d, dmin, scales, l);
-        }
+        super::kquant::quantize_k_blocks(isa, x, Q5K_FIT, out, |(d, dmin, scales, l)| {
+            Self::from_parts(d, dmin, scales, l)
+        });
     }
 
     fn quantize_block(x: &[f32]) -> Self {
