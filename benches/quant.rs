@@ -22,6 +22,7 @@ fn types() -> Vec<GgmlType> {
         GgmlType::Q5_0,
         GgmlType::Q5_1,
         GgmlType::Q4K,
+        GgmlType::Q5K,
         GgmlType::Q6K,
         GgmlType::Iq4Nl,
         GgmlType::Nf4 { block: 64 },

@@ -88,9 +88,14 @@ pub fn f16_bytes_to_f32(isa: Isa, src: &[u8], dst: &mut [f32]) {
 pub fn bf16_bytes_to_f32(isa: Isa, src: &[u8], dst: &mut [f32]) {
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        // SAFETY: the dispatch only passes tiers this CPU supports.
+        done = unsafe { super::simd_avx512::bf16_to_f32(src, dst) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if matches!(isa, Isa::Avx2 | Isa::Avx512) {
         // SAFETY: Avx2 tier checked.
-        done = unsafe { x86::bf16_to_f32(src, dst) };
+        done += unsafe { x86::bf16_to_f32(&src[2 * done..], &mut dst[done..]) };
     }
     let _ = isa;
     for (d, s) in dst[done..].iter_mut().zip(src[done * 2..].chunks_exact(2)) {

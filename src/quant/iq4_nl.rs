@@ -129,6 +129,12 @@ impl BlockFormat for BlockIq4Nl {
 
     fn dequantize_blocks(isa: Isa, blocks: &[Self], out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx512 {
+            // SAFETY: the dispatch only passes tiers this CPU supports.
+            unsafe { super::simd_avx512::dequantize_iq4_nl(blocks, out) };
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
         if matches!(isa, Isa::Avx2 | Isa::Avx512) {
             // SAFETY: the dispatch only passes tiers this CPU supports.
             unsafe { x86::dequantize(blocks, out) };

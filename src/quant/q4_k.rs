@@ -87,6 +87,12 @@ impl BlockFormat for BlockQ4K {
     }
 
     fn dequantize_blocks(isa: Isa, blocks: &[Self], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx512 {
+            // SAFETY: the dispatch only passes tiers this CPU supports.
+            unsafe { super::simd_avx512::dequantize_q4_k(blocks, out) };
+            return;
+        }
         #[cfg(target_arch = "aarch64")]
         if isa == Isa::Neon {
             // SAFETY: the dispatch only passes tiers this CPU supports.

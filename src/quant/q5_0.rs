@@ -46,16 +46,20 @@ impl BlockFormat for BlockQ5_0 {
         if matches!(isa, Isa::Avx2 | Isa::Avx512) {
             use super::float::f16_bits_to_f32 as h;
             use super::simd_x86::{dequant_blocks_32, Block32};
-            // SAFETY: the dispatch only passes tiers this CPU supports.
-            unsafe {
-                dequant_blocks_32(blocks, out, |b: &Self| Block32 {
-                    d: h(u16::from_le_bytes(b.d)),
-                    m: None,
-                    qs: b.qs,
-                    qh: Some(u32::from_le_bytes(b.qh)),
-                    offset: 16,
-                })
+            let parts = |b: &Self| Block32 {
+                d: h(u16::from_le_bytes(b.d)),
+                m: None,
+                qs: b.qs,
+                qh: Some(u32::from_le_bytes(b.qh)),
+                offset: 16,
             };
+            if isa == Isa::Avx512 {
+                // SAFETY: the dispatch only passes tiers this CPU supports.
+                unsafe { super::simd_avx512::dequant_blocks_32(blocks, out, parts) };
+                return;
+            }
+            // SAFETY: the dispatch only passes tiers this CPU supports.
+            unsafe { dequant_blocks_32(blocks, out, parts) };
             return;
         }
         let _ = isa;

@@ -36,6 +36,19 @@ impl BlockFormat for BlockQ5K {
     fn dequantize_block(&self, out: &mut [f32]) {
         self.dequantize_scalar(out)
     }
+
+    fn dequantize_blocks(isa: super::Isa, blocks: &[Self], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(isa, super::Isa::Avx2 | super::Isa::Avx512) {
+            // SAFETY: the dispatch only passes tiers this CPU supports.
+            unsafe { x86::dequantize(blocks, out) };
+            return;
+        }
+        let _ = isa;
+        for (b, o) in blocks.iter().zip(out.chunks_exact_mut(256)) {
+            b.dequantize_scalar(o);
+        }
+    }
 }
 
 impl BlockQ5K {
@@ -82,6 +95,59 @@ impl BlockQ5K {
                 let h2 = if self.qh[j] & u2 != 0 { 16 } else { 0 };
                 out[64 * c + j] = d1 * ((q & 0xF) + h1) as f32 - m1;
                 out[64 * c + 32 + j] = d2 * ((q >> 4) + h2) as f32 - m2;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::super::float::f16_bits_to_f32;
+    use super::super::kquant::scale_min_k4;
+    use super::BlockQ5K;
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn dequantize(blocks: &[BlockQ5K], out: &mut [f32]) {
+        // SAFETY (whole body): qs has 128 bytes and qh 32 (16-byte loads at offsets < 128 /
+        // < 32); each output chunk holds 256 floats.
+        unsafe {
+            let m4 = _mm_set1_epi8(0x0F);
+            let sixteen = _mm_set1_epi8(16);
+            for (b, o) in blocks.iter().zip(out.chunks_exact_mut(256)) {
+                let d = f16_bits_to_f32(u16::from_le_bytes(b.d));
+                let dmin = f16_bits_to_f32(u16::from_le_bytes(b.dmin));
+                for c in 0..4 {
+                    let (sc1, mn1) = scale_min_k4(2 * c, &b.scales);
+                    let (sc2, mn2) = scale_min_k4(2 * c + 1, &b.scales);
+                    let u1 = _mm_set1_epi8((1u8 << (2 * c)) as i8);
+                    let u2 = _mm_set1_epi8((2u8 << (2 * c)) as i8);
+                    for h in 0..2 {
+                        let raw =
+                            _mm_loadu_si128(b.qs.as_ptr().add(32 * c + 16 * h) as *const __m128i);
+                        let qh = _mm_loadu_si128(b.qh.as_ptr().add(16 * h) as *const __m128i);
+                        let bit = |u: __m128i| {
+                            _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(qh, u), u), sixteen)
+                        };
+                        let lo = _mm_add_epi8(_mm_and_si128(raw, m4), bit(u1));
+                        let hi = _mm_add_epi8(_mm_and_si128(_mm_srli_epi16::<4>(raw), m4), bit(u2));
+                        for (part, q, sc, mn) in [(0usize, lo, sc1, mn1), (32usize, hi, sc2, mn2)] {
+                            let (vd, vm) = (
+                                _mm256_set1_ps(d * sc as f32),
+                                _mm256_set1_ps(dmin * mn as f32),
+                            );
+                            for (k, v) in [q, _mm_srli_si128::<8>(q)].into_iter().enumerate() {
+                                let f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
+                                // d·q − m as two rounded operations, like ggml (no FMA).
+                                let y = _mm256_sub_ps(_mm256_mul_ps(vd, f), vm);
+                                _mm256_storeu_ps(
+                                    o.as_mut_ptr().add(64 * c + part + 16 * h + 8 * k),
+                                    y,
+                                );
+                            }
+                        }
+                    }
+                }
             }
         }
     }
