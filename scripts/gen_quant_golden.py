@@ -2,8 +2,9 @@
 """Golden vectors for qforge's ggml quantizers, made by ggml itself.
 
 Quantized bytes come from ggml's `ggml_quantize_chunk` (the function llama-quantize calls) in the
-libggml-base shipped by the `llama-cpp-python` wheel; dequantized values from gguf-py's numpy
-dequantizers (bit-exact with ggml's). Writes fixtures/quant/golden/:
+libggml-base shipped by the `llama-cpp-python` wheel (for Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 the script also
+asserts that gguf-py's numpy quantizers give the same bytes); dequantized values from gguf-py's
+numpy dequantizers (bit-exact with ggml's). Writes fixtures/quant/golden/:
 
   input.f32            the inputs, little-endian f32, rows of 256
   <TYPE>.bin           ggml's quantized bytes for every row
@@ -97,8 +98,16 @@ def main():
         assert n == size, (name, n, size)
         q = np.frombuffer(buf.raw, dtype=np.uint8)
         q.tofile(os.path.join(OUT, f"{name}.bin"))
+        entry = {}
+        if name in ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"):
+            # gguf-py's numpy quantizers must give the same bytes as ggml's C code.
+            with np.errstate(all="ignore"):
+                py = gguf.quants.quantize(x, qt).reshape(-1)
+            assert np.array_equal(py, q), f"gguf-py and ggml disagree on {name}"
+            entry["gguf_py_quantize_identical"] = True
         deq = gguf.quants.dequantize(q.reshape(nrows, -1), qt).astype("<f4")
-        manifest["types"][name] = {"bytes": size, "dequant_sha256": hashlib.sha256(deq.tobytes()).hexdigest()}
+        manifest["types"][name] = {"bytes": size, "dequant_sha256": hashlib.sha256(deq.tobytes()).hexdigest(),
+                                   **entry}
     with open(os.path.join(OUT, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
     print(f"{nrows} rows x {ROW}, {len(TYPES)} types -> {OUT}")
