@@ -192,6 +192,19 @@ fn tiny_llama(dtype: Dtype, tied: bool) -> Model {
     Model { dir }
 }
 
+impl Model {
+    /// Apply text replacements to config.json.
+    fn edit_config(&self, edits: &[(&str, &str)]) {
+        let cfg = self.path().join("config.json");
+        let mut text = std::fs::read_to_string(&cfg).unwrap();
+        for (from, to) in edits {
+            assert!(text.contains(from), "config.json lacks {from}");
+            text = text.replace(from, to);
+        }
+        std::fs::write(&cfg, text).unwrap();
+    }
+}
+
 fn out_path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
 }
@@ -384,11 +397,7 @@ fn assert_fails_cleanly(o: &std::process::Output, out: &Path, needles: &[&str]) 
 #[test]
 fn unsupported_architecture_fails_before_output() {
     let m = tiny_llama(Dtype::F16, false);
-    let cfg = m.path().join("config.json");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("LlamaForCausalLM", "GPTNeoXForCausalLM");
-    std::fs::write(&cfg, text).unwrap();
+    m.edit_config(&[("LlamaForCausalLM", "GPTNeoXForCausalLM")]);
     let tmp = tempfile::tempdir().unwrap();
     let out = out_path(&tmp, "x.gguf");
     let o = convert(m.path(), "f16", &out, &[]);
@@ -506,15 +515,13 @@ fn verify_against_source_reports_error_bounds() {
 #[test]
 fn head_count_that_does_not_divide_q_rows_is_an_error() {
     let m = tiny_llama(Dtype::F16, false);
-    let cfg = m.path().join("config.json");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace(
+    m.edit_config(&[
+        (
             "\"num_attention_heads\":4",
             "\"num_attention_heads\":3,\"head_dim\":16",
-        )
-        .replace("\"num_key_value_heads\":2", "\"num_key_value_heads\":3");
-    std::fs::write(&cfg, text).unwrap();
+        ),
+        ("\"num_key_value_heads\":2", "\"num_key_value_heads\":3"),
+    ]);
     let tmp = tempfile::tempdir().unwrap();
     let out = out_path(&tmp, "x.gguf");
     let o = convert(m.path(), "f16", &out, &[]);
@@ -532,11 +539,7 @@ fn head_count_that_does_not_divide_q_rows_is_an_error() {
 #[test]
 fn mistral_architecture_converts_like_llama() {
     let m = tiny_llama(Dtype::F16, false);
-    let cfg = m.path().join("config.json");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("LlamaForCausalLM", "MistralForCausalLM");
-    std::fs::write(&cfg, text).unwrap();
+    m.edit_config(&[("LlamaForCausalLM", "MistralForCausalLM")]);
     let tmp = tempfile::tempdir().unwrap();
     let out = out_path(&tmp, "m.gguf");
     let o = convert(m.path(), "q8_0", &out, &[]);

@@ -8,6 +8,43 @@
 //!
 //! This module does no I/O.
 
+/// The body of a `dequantize_blocks` override: run the kernel of the best tier that has one
+/// (AVX-512, then AVX2, or NEON), else the scalar per-block code. Each kernel is an
+/// `unsafe fn(&[Self], &mut [f32])` compiled for its tier's target features; the dispatch
+/// has already checked that `isa` is available on this CPU.
+macro_rules! dequantize_with_kernels {
+    ($isa:ident, $blocks:ident, $out:ident; $(avx512: $avx512:path,)? $(avx2: $avx2:path,)? $(neon: $neon:path,)?) => {{
+        $(
+            #[cfg(target_arch = "x86_64")]
+            if $isa == $crate::quant::Isa::Avx512 {
+                // SAFETY: only tiers this CPU supports reach a kernel.
+                unsafe { $avx512($blocks, $out) };
+                return;
+            }
+        )?
+        $(
+            #[cfg(target_arch = "x86_64")]
+            if matches!($isa, $crate::quant::Isa::Avx2 | $crate::quant::Isa::Avx512) {
+                // SAFETY: only tiers this CPU supports reach a kernel.
+                unsafe { $avx2($blocks, $out) };
+                return;
+            }
+        )?
+        $(
+            #[cfg(target_arch = "aarch64")]
+            if $isa == $crate::quant::Isa::Neon {
+                // SAFETY: only tiers this CPU supports reach a kernel.
+                unsafe { $neon($blocks, $out) };
+                return;
+            }
+        )?
+        let _ = $isa;
+        for (b, o) in $blocks.iter().zip($out.chunks_exact_mut(Self::ELEMS)) {
+            b.dequantize_block(o);
+        }
+    }};
+}
+
 pub mod float;
 pub mod iq4_nl;
 mod isa;

@@ -44,30 +44,10 @@ impl BlockFormat for BlockQ5_1 {
     }
 
     fn dequantize_blocks(isa: Isa, blocks: &[Self], out: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if matches!(isa, Isa::Avx2 | Isa::Avx512) {
-            use super::float::f16_bits_to_f32 as h;
-            use super::simd_x86::{dequant_blocks_32, Block32};
-            let parts = |b: &Self| Block32 {
-                d: h(u16::from_le_bytes(b.d)),
-                m: Some(h(u16::from_le_bytes(b.m))),
-                qs: b.qs,
-                qh: Some(u32::from_le_bytes(b.qh)),
-                offset: 0,
-            };
-            if isa == Isa::Avx512 {
-                // SAFETY: the dispatch only passes tiers this CPU supports.
-                unsafe { super::simd_avx512::dequant_blocks_32(blocks, out, parts) };
-                return;
-            }
-            // SAFETY: the dispatch only passes tiers this CPU supports.
-            unsafe { dequant_blocks_32(blocks, out, parts) };
-            return;
-        }
-        let _ = isa;
-        for (b, o) in blocks.iter().zip(out.chunks_exact_mut(32)) {
-            b.dequantize_block(o);
-        }
+        dequantize_with_kernels!(isa, blocks, out;
+            avx512: x86::dequantize_avx512,
+            avx2: x86::dequantize_avx2,
+        )
     }
 
     fn dequantize_block(&self, out: &mut [f32]) {
@@ -80,5 +60,34 @@ impl BlockFormat for BlockQ5_1 {
             out[j] = ((self.qs[j] & 0xF) as u32 | h0) as f32 * d + m;
             out[j + 16] = ((self.qs[j] >> 4) as u32 | h1) as f32 * d + m;
         }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::super::float::f16_bits_to_f32 as h;
+    use super::super::simd_x86::Block32;
+    use super::BlockQ5_1;
+
+    fn parts(b: &BlockQ5_1) -> Block32 {
+        Block32 {
+            d: h(u16::from_le_bytes(b.d)),
+            m: Some(h(u16::from_le_bytes(b.m))),
+            qs: b.qs,
+            qh: Some(u32::from_le_bytes(b.qh)),
+            offset: 0,
+        }
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn dequantize_avx2(blocks: &[BlockQ5_1], out: &mut [f32]) {
+        // SAFETY: this function's own AVX2 feature is what the kernel needs.
+        unsafe { super::super::simd_x86::dequant_blocks_32(blocks, out, parts) }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub unsafe fn dequantize_avx512(blocks: &[BlockQ5_1], out: &mut [f32]) {
+        // SAFETY: this function's own AVX-512 features are what the kernel needs.
+        unsafe { super::super::simd_avx512::dequant_blocks_32(blocks, out, parts) }
     }
 }

@@ -38,16 +38,9 @@ impl BlockFormat for BlockQ5K {
     }
 
     fn dequantize_blocks(isa: super::Isa, blocks: &[Self], out: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if matches!(isa, super::Isa::Avx2 | super::Isa::Avx512) {
-            // SAFETY: the dispatch only passes tiers this CPU supports.
-            unsafe { x86::dequantize(blocks, out) };
-            return;
-        }
-        let _ = isa;
-        for (b, o) in blocks.iter().zip(out.chunks_exact_mut(256)) {
-            b.dequantize_scalar(o);
-        }
+        dequantize_with_kernels!(isa, blocks, out;
+            avx2: x86::dequantize,
+        )
     }
 }
 

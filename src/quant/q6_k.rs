@@ -36,22 +36,10 @@ impl BlockFormat for BlockQ6K {
     }
 
     fn dequantize_blocks(isa: Isa, blocks: &[Self], out: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if isa == Isa::Avx512 {
-            // SAFETY: the dispatch only passes tiers this CPU supports.
-            unsafe { super::simd_avx512::dequantize_q6_k(blocks, out) };
-            return;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if matches!(isa, Isa::Avx2 | Isa::Avx512) {
-            // SAFETY: the dispatch only passes tiers this CPU supports.
-            unsafe { x86::dequantize(blocks, out) };
-            return;
-        }
-        let _ = isa;
-        for (b, o) in blocks.iter().zip(out.chunks_exact_mut(256)) {
-            b.dequantize_scalar(o);
-        }
+        dequantize_with_kernels!(isa, blocks, out;
+            avx512: super::simd_avx512::dequantize_q6_k,
+            avx2: x86::dequantize,
+        )
     }
 }
 

@@ -54,28 +54,11 @@ impl BlockFormat for BlockQ8_0 {
     }
 
     fn dequantize_blocks(isa: Isa, blocks: &[Self], out: &mut [f32]) {
-        #[cfg(target_arch = "aarch64")]
-        if isa == Isa::Neon {
-            // SAFETY: the dispatch only passes tiers this CPU supports.
-            unsafe { super::simd_neon::dequantize_q8_0(blocks, out) };
-            return;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if isa == Isa::Avx512 {
-            // SAFETY: the dispatch only passes tiers this CPU supports.
-            unsafe { super::simd_avx512::dequantize_q8_0(blocks, out) };
-            return;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if matches!(isa, Isa::Avx2 | Isa::Avx512) {
-            // SAFETY: the dispatch only passes tiers this CPU supports.
-            unsafe { x86::dequantize(blocks, out) };
-            return;
-        }
-        let _ = isa;
-        for (b, o) in blocks.iter().zip(out.chunks_exact_mut(32)) {
-            b.dequantize_block(o);
-        }
+        dequantize_with_kernels!(isa, blocks, out;
+            avx512: super::simd_avx512::dequantize_q8_0,
+            avx2: x86::dequantize,
+            neon: super::simd_neon::dequantize_q8_0,
+        )
     }
 }
 
