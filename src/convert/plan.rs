@@ -41,7 +41,7 @@ pub enum TensorSource {
 pub struct PlannedTensor {
     /// GGUF name.
     pub name: String,
-    /// ggml dimensions, ne[0] (row length) first.
+    /// ggml dimensions, `ne[0]` (the row length) first.
     pub dims: Vec<u64>,
     /// Output type.
     pub ty: GgmlType,
