@@ -66,6 +66,21 @@ fn edge_inputs(n: usize, rng: &mut rand::rngs::StdRng) -> Vec<Vec<f32>> {
         (0..n)
             .map(|i| if i % 64 == 5 { 1e30 } else { 1.0 })
             .collect(),
+        // zero extremes of both signs: the scalar scans keep the first zero they meet
+        (0..n)
+            .map(|i| match i % 5 {
+                0 => 0.0,
+                1 => -0.0,
+                _ => i as f32 * 0.01,
+            })
+            .collect(),
+        (0..n)
+            .map(|i| match i % 6 {
+                0 => -0.0,
+                1 => 0.0,
+                _ => -(i as f32) * 0.01,
+            })
+            .collect(),
     ]
 }
 

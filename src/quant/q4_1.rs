@@ -50,6 +50,29 @@ impl BlockFormat for BlockQ4_1 {
         }
     }
 
+    fn quantize_blocks(isa: Isa, x: &[f32], out: &mut [Self]) {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(isa, Isa::Avx2 | Isa::Avx512) {
+            use super::simd_x86::{quantize_32, Q32Kind};
+            // SAFETY: the dispatch only passes tiers this CPU supports.
+            unsafe {
+                quantize_32(x, out, Q32Kind::Q4_1, |d, m, qs, qh| {
+                    let _ = qh;
+                    BlockQ4_1 {
+                        d: f32_to_f16_bits(d).to_le_bytes(),
+                        m: f32_to_f16_bits(m).to_le_bytes(),
+                        qs,
+                    }
+                })
+            };
+            return;
+        }
+        let _ = isa;
+        for (b, c) in out.iter_mut().zip(x.chunks_exact(32)) {
+            *b = Self::quantize_block(c);
+        }
+    }
+
     fn dequantize_blocks(isa: Isa, blocks: &[Self], out: &mut [f32]) {
         dequantize_with_kernels!(isa, blocks, out;
             avx512: x86::dequantize_avx512,
@@ -73,6 +96,7 @@ mod x86 {
     use super::super::simd_x86::Block32;
     use super::BlockQ4_1;
 
+    #[inline(always)]
     fn parts(b: &BlockQ4_1) -> Block32 {
         Block32 {
             d: h(u16::from_le_bytes(b.d)),

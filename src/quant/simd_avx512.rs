@@ -121,6 +121,7 @@ pub(crate) unsafe fn bf16_to_f32(src: &[u8], dst: &mut [f32]) -> usize {
 
 /// The 16-lane twin of `simd_x86::dequant_blocks_32` (Q4_1, Q5_0, Q5_1 layouts).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[inline]
 pub(crate) unsafe fn dequant_blocks_32<B>(
     blocks: &[B],
     out: &mut [f32],
