@@ -411,23 +411,47 @@ fn unsupported_architecture_fails_before_output() {
     );
 }
 
-#[test]
-fn nan_in_a_weight_names_tensor_and_index() {
-    let m = tiny_llama(Dtype::F32, false);
+/// Overwrite element `index` of `tensor` in the model's safetensors file with `bits`.
+fn poison(m: &Model, tensor: &str, index: usize, bits: &[u8]) {
     let st = m.path().join("model.safetensors");
     let mut bytes = std::fs::read(&st).unwrap();
     let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
-    let begin = header["model.layers.1.mlp.up_proj.weight"]["data_offsets"][0]
-        .as_u64()
-        .unwrap() as usize;
-    let at = 8 + header_len + begin + 4 * 77;
-    bytes[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    let begin = header[tensor]["data_offsets"][0].as_u64().unwrap() as usize;
+    let at = 8 + header_len + begin + bits.len() * index;
+    bytes[at..at + bits.len()].copy_from_slice(bits);
     std::fs::write(&st, bytes).unwrap();
+}
+
+#[test]
+fn nan_in_a_weight_names_tensor_and_index() {
+    let m = tiny_llama(Dtype::F32, false);
+    poison(
+        &m,
+        "model.layers.1.mlp.up_proj.weight",
+        77,
+        &f32::NAN.to_le_bytes(),
+    );
     let tmp = tempfile::tempdir().unwrap();
     let out = out_path(&tmp, "x.gguf");
     let o = convert(m.path(), "q8_0", &out, &[]);
     assert_fails_cleanly(&o, &out, &["blk.1.ffn_up.weight", "element 77", "NaN"]);
+}
+
+#[test]
+fn infinity_is_caught_when_rows_are_copied_unconverted() {
+    // f16 -> f16 copies bytes; K is permuted, so the reported index is the source element.
+    let m = tiny_llama(Dtype::F16, false);
+    poison(
+        &m,
+        "model.layers.0.self_attn.k_proj.weight",
+        200,
+        &half::f16::INFINITY.to_le_bytes(),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let out = out_path(&tmp, "x.gguf");
+    let o = convert(m.path(), "f16", &out, &[]);
+    assert_fails_cleanly(&o, &out, &["blk.0.attn_k.weight", "element 200", "inf"]);
 }
 
 #[test]

@@ -12,6 +12,7 @@ use rayon::prelude::*;
 
 use crate::gguf::{Array, GgmlType, GgufFileWriter, TensorSpec, Value};
 use crate::quant;
+use crate::source::SourceDtype;
 
 use super::plan::{Input, Plan, PlannedTensor, TensorSource, KEY_TENSOR_SHA256};
 use super::ConvertError;
@@ -249,6 +250,61 @@ fn non_finite(t: &PlannedTensor, r0: usize, index: usize, value: f32, what: &str
     }
 }
 
+/// When the output type is the source dtype, rows are copied as bytes (still checked for NaN
+/// and infinity): f16 → f32 → f16 and the like are exact round trips, so this is the same
+/// output without two conversions. `None` when a conversion is needed.
+fn copy_rows(
+    t: &PlannedTensor,
+    input: &Input,
+    r0: usize,
+    r1: usize,
+) -> Result<Option<Vec<u8>>, ConvertError> {
+    let (TensorSource::Safetensors(src), Input::Checkpoint(ck)) = (&t.source, input) else {
+        return Ok(None);
+    };
+    let same = matches!(
+        (src.dtype, t.ty),
+        (SourceDtype::F16, GgmlType::F16)
+            | (SourceDtype::Bf16, GgmlType::Bf16)
+            | (SourceDtype::F32, GgmlType::F32)
+    );
+    if !same || t.f16_intermediate {
+        return Ok(None);
+    }
+    let size = src.dtype.size();
+    let row_len = t.row_len();
+    let row_bytes = row_len * size;
+    let n_rows = t.n_rows();
+    let bytes = ck.bytes(src);
+    let mut out = Vec::with_capacity((r1 - r0) * row_bytes);
+    for r in r0..r1 {
+        let s = t.transform.source_row(r, n_rows);
+        out.extend_from_slice(&bytes[s * row_bytes..(s + 1) * row_bytes]);
+    }
+    // Exponent all ones = infinity or NaN, in each format.
+    let bad = match src.dtype {
+        SourceDtype::F16 => out
+            .chunks_exact(2)
+            .position(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7c00 == 0x7c00),
+        SourceDtype::Bf16 => out
+            .chunks_exact(2)
+            .position(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7f80 == 0x7f80),
+        SourceDtype::F32 => out
+            .chunks_exact(4)
+            .position(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite()),
+    };
+    if let Some(i) = bad {
+        let mut v = [0f32; 1];
+        ck.read_f32(
+            src,
+            t.transform.source_row(r0 + i / row_len, n_rows) * row_len + i % row_len,
+            &mut v,
+        );
+        return Err(non_finite(t, r0, i, v[0], "in the source"));
+    }
+    Ok(Some(out))
+}
+
 /// Output bytes of rows `[r0, r1)` of tensor `t`. `dq` carries the whole tensor's block
 /// absmax values and 8-bit codes for NF4 with double quantization.
 fn produce_rows(
@@ -258,6 +314,9 @@ fn produce_rows(
     r1: usize,
     dq: Option<&(Vec<f32>, Vec<u8>)>,
 ) -> Result<Vec<u8>, ConvertError> {
+    if let Some(bytes) = copy_rows(t, input, r0, r1)? {
+        return Ok(bytes);
+    }
     let mut values = source_rows(t, input, r0, r1)?;
     if t.f16_intermediate {
         // llama.cpp quantizes from our f16 file: round through f16 the same way.
