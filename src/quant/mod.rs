@@ -45,6 +45,23 @@ macro_rules! dequantize_with_kernels {
     }};
 }
 
+/// The body of a `quantize_blocks` override with an AVX2 kernel (used on AVX-512 CPUs too),
+/// else the scalar reference per block. The kernel must give exactly the scalar bytes.
+macro_rules! quantize_with_avx2_kernel {
+    ($isa:ident, $x:ident, $out:ident; $avx2:path) => {{
+        #[cfg(target_arch = "x86_64")]
+        if matches!($isa, $crate::quant::Isa::Avx2 | $crate::quant::Isa::Avx512) {
+            // SAFETY: only tiers this CPU supports reach a kernel.
+            unsafe { $avx2($x, $out) };
+            return;
+        }
+        let _ = $isa;
+        for (b, c) in $out.iter_mut().zip($x.chunks_exact(Self::ELEMS)) {
+            *b = Self::quantize_block(c);
+        }
+    }};
+}
+
 pub mod float;
 pub mod iq4_nl;
 mod isa;

@@ -56,16 +56,7 @@ impl BlockFormat for BlockQ4_0 {
     }
 
     fn quantize_blocks(isa: Isa, x: &[f32], out: &mut [Self]) {
-        #[cfg(target_arch = "x86_64")]
-        if matches!(isa, Isa::Avx2 | Isa::Avx512) {
-            // SAFETY: the dispatch only passes tiers this CPU supports.
-            unsafe { x86::quantize(x, out) };
-            return;
-        }
-        let _ = isa;
-        for (b, c) in out.iter_mut().zip(x.chunks_exact(32)) {
-            *b = Self::quantize_block(c);
-        }
+        quantize_with_avx2_kernel!(isa, x, out; x86::quantize)
     }
 
     fn dequantize_blocks(isa: Isa, blocks: &[Self], out: &mut [f32]) {

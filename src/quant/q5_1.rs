@@ -44,24 +44,7 @@ impl BlockFormat for BlockQ5_1 {
     }
 
     fn quantize_blocks(isa: Isa, x: &[f32], out: &mut [Self]) {
-        #[cfg(target_arch = "x86_64")]
-        if matches!(isa, Isa::Avx2 | Isa::Avx512) {
-            use super::simd_x86::{quantize_32, Q32Kind};
-            // SAFETY: the dispatch only passes tiers this CPU supports.
-            unsafe {
-                quantize_32(x, out, Q32Kind::Q5_1, |d, m, qs, qh| BlockQ5_1 {
-                    d: f32_to_f16_bits(d).to_le_bytes(),
-                    m: f32_to_f16_bits(m).to_le_bytes(),
-                    qh: qh.to_le_bytes(),
-                    qs,
-                })
-            };
-            return;
-        }
-        let _ = isa;
-        for (b, c) in out.iter_mut().zip(x.chunks_exact(32)) {
-            *b = Self::quantize_block(c);
-        }
+        quantize_with_avx2_kernel!(isa, x, out; x86::quantize_avx2)
     }
 
     fn dequantize_blocks(isa: Isa, blocks: &[Self], out: &mut [f32]) {
@@ -87,7 +70,8 @@ impl BlockFormat for BlockQ5_1 {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::super::float::f16_bits_to_f32 as h;
-    use super::super::simd_x86::Block32;
+    use super::super::float::f32_to_f16_bits;
+    use super::super::simd_x86::{quantize_32, Block32, Q32Kind};
     use super::BlockQ5_1;
 
     #[inline(always)]
@@ -98,6 +82,21 @@ mod x86 {
             qs: b.qs,
             qh: Some(u32::from_le_bytes(b.qh)),
             offset: 0,
+        }
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn quantize_avx2(x: &[f32], out: &mut [BlockQ5_1]) {
+        // SAFETY: this function's own AVX2 feature is what the kernel needs.
+        unsafe { quantize_32(x, out, Q32Kind::Q5_1, make) }
+    }
+
+    fn make(d: f32, m: f32, qs: [u8; 16], qh: u32) -> BlockQ5_1 {
+        BlockQ5_1 {
+            d: f32_to_f16_bits(d).to_le_bytes(),
+            m: f32_to_f16_bits(m).to_le_bytes(),
+            qh: qh.to_le_bytes(),
+            qs,
         }
     }
 
