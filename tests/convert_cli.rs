@@ -636,3 +636,26 @@ fn nf4_output_has_state_tensors_and_decodes_within_bounds() {
         .all(|t| !t.ty.is_extension() && !t.name.ends_with(".nf4dq")));
     assert!(b.metadata().get("qforge.nf4.codebook").is_none());
 }
+
+#[test]
+fn implausible_sizes_in_config_are_refused_without_allocating() {
+    for (from, to, needle) in [
+        (
+            "\"vocab_size\":260",
+            "\"vocab_size\":4000000000",
+            "implausible",
+        ),
+        (
+            "\"num_attention_heads\":4",
+            "\"num_attention_heads\":4,\"head_dim\":2147483648",
+            "head dimension",
+        ),
+    ] {
+        let m = tiny_llama(Dtype::F16, false);
+        m.edit_config(&[(from, to)]);
+        let tmp = tempfile::tempdir().unwrap();
+        let out = out_path(&tmp, "x.gguf");
+        let o = convert(m.path(), "f16", &out, &[]);
+        assert_fails_cleanly(&o, &out, &[needle]);
+    }
+}

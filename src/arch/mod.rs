@@ -153,6 +153,12 @@ impl LlamaParams {
             )));
         }
         let rope_dim = head_dim.unwrap_or(n_embd / n_head);
+        // rope_freqs (head_dim / 2 values) is allocated from this number.
+        if rope_dim > 1 << 16 {
+            return Err(ArchError::Invalid(format!(
+                "head dimension {rope_dim} is implausible (at most 65536)"
+            )));
+        }
         if rope_dim % 2 != 0 {
             return Err(ArchError::Invalid(format!(
                 "head dimension {rope_dim} is odd"

@@ -355,12 +355,24 @@ fn table_size(
     table_size_for(max_id, config, path)
 }
 
+/// Largest vocabulary accepted (tables are allocated from the file's ids and sizes).
+const MAX_VOCAB: usize = 1 << 24;
+
 fn table_size_for(
     max_id: Option<u32>,
     config: &HfConfig,
     path: &Path,
 ) -> Result<usize, SourceError> {
     let needed = max_id.map_or(0, |m| m as usize + 1);
+    // The token table is allocated from these numbers, so they are capped: real vocabularies
+    // are below 2^20 entries.
+    let largest = needed.max(config.vocab_size.unwrap_or(0) as usize);
+    if largest > MAX_VOCAB {
+        return Err(tok_err(
+            path,
+            format!("a vocabulary of {largest} tokens is implausible (at most {MAX_VOCAB})"),
+        ));
+    }
     match config.vocab_size {
         Some(n) if (n as usize) < needed => Err(tok_err(
             path,
