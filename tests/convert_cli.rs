@@ -659,3 +659,59 @@ fn implausible_sizes_in_config_are_refused_without_allocating() {
         assert_fails_cleanly(&o, &out, &[needle]);
     }
 }
+
+#[test]
+fn gguf_input_with_scalar_and_empty_tensors_retypes() {
+    use qforge::gguf::{write_to_vec, Metadata, TensorSpec};
+    let mut m = Metadata::new();
+    m.insert("general.name", Value::String("odd".into()))
+        .unwrap();
+    let scalar = 2.5f32.to_le_bytes();
+    let w: Vec<u8> = (0..64)
+        .flat_map(|i| (i as f32 / 10.0).to_le_bytes())
+        .collect();
+    let bytes = write_to_vec(
+        &m,
+        &[
+            (
+                TensorSpec {
+                    name: "s".into(),
+                    dims: vec![],
+                    ty: GgmlType::F32,
+                },
+                &scalar[..],
+            ),
+            (
+                TensorSpec {
+                    name: "e".into(),
+                    dims: vec![32, 0],
+                    ty: GgmlType::F32,
+                },
+                &[][..],
+            ),
+            (
+                TensorSpec {
+                    name: "w".into(),
+                    dims: vec![32, 2],
+                    ty: GgmlType::F32,
+                },
+                &w[..],
+            ),
+        ],
+        32,
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = out_path(&tmp, "in.gguf");
+    std::fs::write(&input, bytes).unwrap();
+    let out = out_path(&tmp, "out.gguf");
+    let o = convert(&input, "q8_0", &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let f = GgufFile::open(&out).unwrap();
+    let ty = |n: &str| f.tensors().iter().find(|t| t.name == n).unwrap().ty;
+    assert_eq!(
+        (ty("s"), ty("e"), ty("w")),
+        (GgmlType::F32, GgmlType::Q8_0, GgmlType::Q8_0)
+    );
+    assert_eq!(f32_data(&f, "s"), vec![2.5]);
+}

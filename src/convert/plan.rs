@@ -447,7 +447,12 @@ fn plan_gguf(g: &GgufFile, path: &Path, recipe: Option<Recipe>) -> Result<Plan, 
         };
         tensors.push(PlannedTensor {
             name: info.name.clone(),
-            dims: info.dims.clone(),
+            // A 0-dimensional (scalar) tensor is one element: written as [1].
+            dims: if info.dims.is_empty() {
+                vec![1]
+            } else {
+                info.dims.clone()
+            },
             ty: info.ty,
             source_type: info.ty.name(),
             source: TensorSource::Gguf { index, dq },
