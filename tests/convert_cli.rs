@@ -715,3 +715,34 @@ fn gguf_input_with_scalar_and_empty_tensors_retypes() {
     );
     assert_eq!(f32_data(&f, "s"), vec![2.5]);
 }
+
+#[test]
+fn tensor_type_patterns_first_match_wins_and_bad_specs_are_usage_errors() {
+    let m = tiny_llama(Dtype::F16, false);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = out_path(&tmp, "x.gguf");
+    let o = convert(
+        m.path(),
+        "q4_0",
+        &out,
+        &[
+            "--tensor-type",
+            r"blk\.1\.ffn_.*=q8_0",
+            "--tensor-type",
+            "ffn_up=f16",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let f = GgufFile::open(&out).unwrap();
+    let ty = |n: &str| f.tensors().iter().find(|t| t.name == n).unwrap().ty;
+    assert_eq!(ty("blk.1.ffn_up.weight"), GgmlType::Q8_0);
+    assert_eq!(ty("blk.0.ffn_up.weight"), GgmlType::F16);
+    assert_eq!(ty("blk.0.ffn_gate.weight"), GgmlType::Q4_0);
+    for bad in ["ffn_up", "ffn_up=q3_k", "(=q8_0"] {
+        let out = out_path(&tmp, "bad.gguf");
+        let o = convert(m.path(), "q4_0", &out, &["--tensor-type", bad]);
+        assert!(!o.status.success(), "{bad} accepted");
+        assert!(stderr(&o).contains("--tensor-type"), "{}", stderr(&o));
+        assert!(!out.exists());
+    }
+}

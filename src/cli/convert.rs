@@ -27,6 +27,19 @@ pub struct ConvertArgs {
     /// No progress bar or summary.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Every quantizable tensor gets the type's base type (no llama-quantize mixture).
+    #[arg(long)]
+    pub pure: bool,
+    /// Type of output.weight (and of a tied token embedding), e.g. q8_0.
+    #[arg(long, value_name = "TYPE", value_parser = crate::convert::parse_ggml_type)]
+    pub output_tensor_type: Option<crate::gguf::GgmlType>,
+    /// Type of token_embd.weight.
+    #[arg(long, value_name = "TYPE", value_parser = crate::convert::parse_ggml_type)]
+    pub token_embedding_type: Option<crate::gguf::GgmlType>,
+    /// PATTERN=TYPE: tensors whose GGUF name matches the regex get TYPE; the first matching
+    /// pattern wins. Repeatable.
+    #[arg(long, value_name = "PATTERN=TYPE")]
+    pub tensor_type: Vec<String>,
 }
 
 fn parse_recipe(s: &str) -> Result<Recipe, String> {
@@ -52,7 +65,18 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<i32> {
     let _ = RECIPE_NAMES;
     // Library errors already name the file, tensor or key.
     let input = Input::open(&args.input)?;
-    let plan = convert::plan(&input, &args.input, args.recipe)?;
+    let mut overrides = convert::TypeOverrides {
+        pure: args.pure,
+        output: args.output_tensor_type,
+        token_embd: args.token_embedding_type,
+        patterns: Vec::new(),
+    };
+    for spec in &args.tensor_type {
+        if let Err(e) = overrides.add_pattern(spec) {
+            bail!("--tensor-type {e}");
+        }
+    }
+    let plan = convert::plan_with(&input, &args.input, args.recipe, &overrides)?;
     if args.dry_run {
         println!(
             "{:<40} {:<22} {:>6} -> {:<9} {:>12}",

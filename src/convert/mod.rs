@@ -9,8 +9,10 @@ mod verify;
 
 use std::path::{Path, PathBuf};
 
-pub use plan::{plan, Input, Plan, PlannedTensor, TensorSource, KEY_TENSOR_SHA256, KEY_VERSION};
-pub use recipe::{Recipe, RECIPE_NAMES};
+pub use plan::{
+    plan, plan_with, Input, Plan, PlannedTensor, TensorSource, KEY_TENSOR_SHA256, KEY_VERSION,
+};
+pub use recipe::{parse_ggml_type, Recipe, TypeOverrides, RECIPE_NAMES};
 pub use run::{execute, RunOptions, RunReport};
 pub use verify::{verify_against, verify_hashes, HashCheck, TensorError, VerifyReport};
 

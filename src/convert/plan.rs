@@ -11,7 +11,7 @@ use crate::quant::nf4::DqState;
 use crate::source::tokenizer::{load_vocab, Vocab};
 use crate::source::{Checkpoint, SourceDtype, SourceTensor};
 
-use super::recipe::{choose_types, choose_types_pure, ModelShape, Recipe};
+use super::recipe::{choose_types_pure_with, choose_types_with, ModelShape, Recipe, TypeOverrides};
 use super::ConvertError;
 
 /// Metadata key holding one lowercase hex SHA-256 per tensor, in tensor-info order.
@@ -146,15 +146,25 @@ fn source_precision(tensors: &[SourceTensor]) -> Recipe {
 
 /// Build the plan for converting `input` with `recipe` (None = keep the source precision).
 pub fn plan(input: &Input, path: &Path, recipe: Option<Recipe>) -> Result<Plan, ConvertError> {
+    plan_with(input, path, recipe, &TypeOverrides::default())
+}
+
+/// [`plan`] with per-tensor type overrides.
+pub fn plan_with(
+    input: &Input,
+    path: &Path,
+    recipe: Option<Recipe>,
+    ov: &TypeOverrides,
+) -> Result<Plan, ConvertError> {
     match input {
         Input::Checkpoint(ck) => match &ck.config {
             Some(config) if !config.architectures.is_empty() || path.is_dir() => {
                 let arch = Arch::detect(config)?;
-                plan_llama(ck, arch, recipe)
+                plan_llama(ck, arch, recipe, ov)
             }
-            _ => plan_plain(ck, recipe),
+            _ => plan_plain(ck, recipe, ov),
         },
-        Input::Gguf(g) => plan_gguf(g, path, recipe),
+        Input::Gguf(g) => plan_gguf(g, path, recipe, ov),
     }
 }
 
@@ -170,7 +180,12 @@ fn put(m: &mut Metadata, key: &str, v: Value) -> Result<(), ConvertError> {
 }
 
 /// Convert an HF Llama-family checkpoint.
-fn plan_llama(ck: &Checkpoint, arch: Arch, recipe: Option<Recipe>) -> Result<Plan, ConvertError> {
+fn plan_llama(
+    ck: &Checkpoint,
+    arch: Arch,
+    recipe: Option<Recipe>,
+    ov: &TypeOverrides,
+) -> Result<Plan, ConvertError> {
     let config = ck.config.as_ref().expect("checked by caller");
     let params = LlamaParams::from_config(config)?;
     let recipe = recipe.unwrap_or_else(|| source_precision(ck.tensors()));
@@ -231,7 +246,7 @@ fn plan_llama(ck: &Checkpoint, arch: Arch, recipe: Option<Recipe>) -> Result<Pla
         tied: !has_output,
     };
     let spec = name_dims(&tensors);
-    let types = choose_types(recipe, shape, &spec);
+    let types = choose_types_with(recipe, shape, &spec, ov);
     for (t, ty) in tensors.iter_mut().zip(types) {
         t.ty = ty;
         // An f16 source is already on the f16 grid; rounding again would be a no-op.
@@ -381,7 +396,11 @@ fn finish_metadata(
 
 /// Convert a bare safetensors file (or folder without config): names kept, every tensor of
 /// two or more dimensions gets the recipe's type.
-fn plan_plain(ck: &Checkpoint, recipe: Option<Recipe>) -> Result<Plan, ConvertError> {
+fn plan_plain(
+    ck: &Checkpoint,
+    recipe: Option<Recipe>,
+    ov: &TypeOverrides,
+) -> Result<Plan, ConvertError> {
     let recipe = recipe.unwrap_or_else(|| source_precision(ck.tensors()));
     let mut tensors: Vec<PlannedTensor> = ck
         .tensors()
@@ -397,7 +416,10 @@ fn plan_plain(ck: &Checkpoint, recipe: Option<Recipe>) -> Result<Plan, ConvertEr
         })
         .collect();
     let spec = name_dims(&tensors);
-    for (t, ty) in tensors.iter_mut().zip(choose_types_pure(recipe, &spec)) {
+    for (t, ty) in tensors
+        .iter_mut()
+        .zip(choose_types_pure_with(recipe, &spec, ov))
+    {
         t.ty = ty;
     }
     let tensors = add_nf4_state_tensors(tensors);
@@ -429,7 +451,12 @@ fn check_names(tensors: &[PlannedTensor]) -> Result<(), ConvertError> {
 }
 
 /// Re-type a GGUF file: metadata kept, tensor types re-chosen (or dequantized to f32/f16).
-fn plan_gguf(g: &GgufFile, path: &Path, recipe: Option<Recipe>) -> Result<Plan, ConvertError> {
+fn plan_gguf(
+    g: &GgufFile,
+    path: &Path,
+    recipe: Option<Recipe>,
+    ov: &TypeOverrides,
+) -> Result<Plan, ConvertError> {
     let recipe = recipe.ok_or_else(|| {
         ConvertError::Plan(format!(
             "{}: a GGUF input needs -t (the type to convert to)",
@@ -483,11 +510,11 @@ fn plan_gguf(g: &GgufFile, path: &Path, recipe: Option<Recipe>) -> Result<Plan, 
             n_head_kv: if kv == 0 { n_head } else { kv },
             tied: !tensors.iter().any(|t| t.name == "output.weight"),
         };
-        choose_types(recipe, shape, &spec)
+        choose_types_with(recipe, shape, &spec, ov)
     } else {
         // Dequantizing (or a file we do not know): types by dimension, like the pure recipe,
         // but keep the original 1-D types' F32.
-        choose_types_pure(recipe, &spec)
+        choose_types_pure_with(recipe, &spec, ov)
     };
     for (t, ty) in tensors.iter_mut().zip(types) {
         t.f16_intermediate = false;

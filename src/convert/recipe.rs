@@ -207,12 +207,78 @@ pub fn fallback(ty: GgmlType, ne0: u64) -> (GgmlType, bool) {
     }
 }
 
+/// A ggml type qforge can write, by its lower-case name (`q4_k`, `q8_0`, `f16`, ...).
+pub fn parse_ggml_type(s: &str) -> Result<GgmlType, String> {
+    let t = match s.to_ascii_lowercase().as_str() {
+        "f32" => GgmlType::F32,
+        "f16" => GgmlType::F16,
+        "bf16" => GgmlType::Bf16,
+        "q8_0" => GgmlType::Q8_0,
+        "q4_0" => GgmlType::Q4_0,
+        "q4_1" => GgmlType::Q4_1,
+        "q5_0" => GgmlType::Q5_0,
+        "q5_1" => GgmlType::Q5_1,
+        "q4_k" => GgmlType::Q4K,
+        "q5_k" => GgmlType::Q5K,
+        "q6_k" => GgmlType::Q6K,
+        "iq4_nl" => GgmlType::Iq4Nl,
+        _ => {
+            return Err(format!(
+                "unknown tensor type '{s}' (expected one of: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, iq4_nl)"
+            ))
+        }
+    };
+    Ok(t)
+}
+
+/// Per-tensor overrides of the recipe, with llama-quantize's precedence:
+/// `token_embd` / `output` types first, then the first `patterns` entry whose regex matches
+/// the tensor name; a tensor so chosen skips the mixture rules (and their layer counters),
+/// `pure` skips the mixture for every tensor. The row-length fallback still applies, so an
+/// override can never produce an invalid file.
+#[derive(Clone, Debug, Default)]
+pub struct TypeOverrides {
+    pub pure: bool,
+    pub output: Option<GgmlType>,
+    pub token_embd: Option<GgmlType>,
+    pub patterns: Vec<(regex::Regex, GgmlType)>,
+}
+
+impl TypeOverrides {
+    /// Parse `PATTERN=TYPE` (the regex is searched in the GGUF tensor name).
+    pub fn add_pattern(&mut self, spec: &str) -> Result<(), String> {
+        let (pat, ty) = spec
+            .rsplit_once('=')
+            .ok_or_else(|| format!("'{spec}' is not PATTERN=TYPE"))?;
+        let re = regex::Regex::new(pat).map_err(|e| format!("bad pattern '{pat}': {e}"))?;
+        self.patterns.push((re, parse_ggml_type(ty)?));
+        Ok(())
+    }
+
+    fn pattern_type(&self, name: &str) -> Option<GgmlType> {
+        self.patterns
+            .iter()
+            .find(|(re, _)| re.is_match(name))
+            .map(|(_, t)| *t)
+    }
+}
+
 /// Per-tensor type choice for an architecture-aware conversion, given tensors in file order
 /// (GGUF names and ggml dims). Returns one type per tensor, in the same order.
 pub fn choose_types(
     recipe: Recipe,
     shape: ModelShape,
     tensors: &[(String, Vec<u64>)],
+) -> Vec<GgmlType> {
+    choose_types_with(recipe, shape, tensors, &TypeOverrides::default())
+}
+
+/// [`choose_types`] with overrides.
+pub fn choose_types_with(
+    recipe: Recipe,
+    shape: ModelShape,
+    tensors: &[(String, Vec<u64>)],
+    ov: &TypeOverrides,
 ) -> Vec<GgmlType> {
     let names: Vec<String> = tensors.iter().map(|t| t.0.clone()).collect();
     let mut out: Vec<GgmlType> = vec![GgmlType::F32; tensors.len()];
@@ -227,7 +293,20 @@ pub fn choose_types(
             out[i] = GgmlType::F32;
             continue;
         }
+        let explicit = match name.as_str() {
+            "token_embd.weight" => ov.token_embd,
+            "output.weight" => ov.output,
+            _ => None,
+        };
+        if let Some(t) = explicit.or_else(|| ov.pattern_type(name)) {
+            out[i] = fallback(t, ne0).0;
+            continue;
+        }
         let default = recipe.default_type();
+        if ov.pure && default.is_quantized() {
+            out[i] = fallback(default, ne0).0;
+            continue;
+        }
         if recipe == Recipe::Nf4 {
             // bitsandbytes quantizes nn.Linear weights only; embeddings and lm_head stay in
             // the compute dtype, which we write as F16.
@@ -245,7 +324,10 @@ pub fn choose_types(
         }
         let mut ty = default;
         let is_output = name == "output.weight" || (shape.tied && name == "token_embd.weight");
-        if is_output {
+        if is_output && ov.output.is_some() {
+            // a tied embedding takes the output type
+            ty = ov.output.unwrap_or(default);
+        } else if is_output {
             if ne0 % default.block_size() != 0 {
                 ty = GgmlType::Q8_0;
             } else if default != GgmlType::Q8_0 {
@@ -282,13 +364,23 @@ pub fn choose_types(
 /// Per-tensor type choice without an architecture: every tensor of two or more dimensions
 /// gets the recipe's type (or its fallback), 1-D tensors stay F32.
 pub fn choose_types_pure(recipe: Recipe, tensors: &[(String, Vec<u64>)]) -> Vec<GgmlType> {
+    choose_types_pure_with(recipe, tensors, &TypeOverrides::default())
+}
+
+/// [`choose_types_pure`] where a matching `--tensor-type` pattern picks the type instead.
+pub fn choose_types_pure_with(
+    recipe: Recipe,
+    tensors: &[(String, Vec<u64>)],
+    ov: &TypeOverrides,
+) -> Vec<GgmlType> {
     tensors
         .iter()
-        .map(|(_, dims)| {
+        .map(|(name, dims)| {
             if dims.len() < 2 {
                 GgmlType::F32
             } else {
-                fallback(recipe.default_type(), dims[0]).0
+                let t = ov.pattern_type(name).unwrap_or(recipe.default_type());
+                fallback(t, dims[0]).0
             }
         })
         .collect()
@@ -394,6 +486,51 @@ mod tests {
         }
         let e = "q3_k".parse::<Recipe>().unwrap_err();
         assert!(e.contains("q4_k_m"), "{e}");
+    }
+
+    #[test]
+    fn overrides_follow_llama_quantize_precedence() {
+        let t = llama(32, false);
+        let mut ov = TypeOverrides {
+            output: Some(GgmlType::Q8_0),
+            ..TypeOverrides::default()
+        };
+        ov.add_pattern(r"blk\.(0|1)\.attn_v\.weight=q8_0").unwrap();
+        ov.add_pattern(r"attn_v=q4_0").unwrap(); // second match never wins over the first
+        let types = choose_types_with(Recipe::Q4KM, shape(32, false), &t, &ov);
+        assert_eq!(type_of(&t, &types, "output.weight"), GgmlType::Q8_0);
+        assert_eq!(type_of(&t, &types, "blk.0.attn_v.weight"), GgmlType::Q8_0);
+        assert_eq!(type_of(&t, &types, "blk.2.attn_v.weight"), GgmlType::Q4_0);
+        assert_eq!(type_of(&t, &types, "blk.0.ffn_down.weight"), GgmlType::Q6K);
+        // --pure: no mixture anywhere
+        let pure = TypeOverrides {
+            pure: true,
+            ..TypeOverrides::default()
+        };
+        let types = choose_types_with(Recipe::Q4KM, shape(32, false), &t, &pure);
+        assert_eq!(type_of(&t, &types, "output.weight"), GgmlType::Q4K);
+        assert_eq!(type_of(&t, &types, "blk.0.attn_v.weight"), GgmlType::Q4K);
+        assert_eq!(type_of(&t, &types, "blk.0.attn_norm.weight"), GgmlType::F32);
+        assert!(ov.clone().add_pattern("nope").is_err());
+        assert!(ov.clone().add_pattern("x=q3_k").is_err());
+    }
+
+    #[test]
+    fn overridden_tensors_skip_the_layer_counters() {
+        // llama-quantize counts attn_v tensors only in its mixture rules: overriding blk.0
+        // shifts which later layers use_more_bits picks.
+        let t = llama(32, false);
+        let mut ov = TypeOverrides::default();
+        ov.add_pattern(r"^blk\.0\.attn_v\.weight$=q8_0").unwrap();
+        let types = choose_types_with(Recipe::Q4KM, shape(32, false), &t, &ov);
+        let bumped: Vec<u32> = (1..32)
+            .filter(|&l| type_of(&t, &types, &format!("blk.{l}.attn_v.weight")) == GgmlType::Q6K)
+            .collect();
+        // counter i = layer - 1 now: use_more_bits(i, 32) holds for i in 0..=3, 6, 9, ..., 28..
+        let want: Vec<u32> = (1..32)
+            .filter(|&l| use_more_bits(l as i64 - 1, 32))
+            .collect();
+        assert_eq!(bumped, want);
     }
 
     #[test]

@@ -272,6 +272,34 @@ def model_checks(qforge, name, model_dir, tmp):
 
         check(f"{name}: {ty} bytes equal llama-quantize of qforge's f16", identical)
 
+    # llama-quantize's own overrides, reproduced by qforge's flags
+    for label, qargs, params in [
+        ("--pure q4_k_m", ["--pure"], {"pure": True}),
+        ("q4_k_m --output-tensor-type q8_0 --token-embedding-type q8_0",
+         ["--output-tensor-type", "q8_0", "--token-embedding-type", "q8_0"],
+         {"output_tensor_type": 8, "token_embedding_type": 8}),
+    ]:
+        def overrides(qargs=qargs, params=params, label=label):
+            out = os.path.join(tmp, f"{name}-{label.replace(' ', '_')}.gguf")
+            r = run_qforge(qforge, "convert", model_dir, "-t", "q4_k_m", "-o", out, "--quiet", *qargs)
+            if r.returncode != 0:
+                raise AssertionError(r.stderr)
+            ref = out + ".llama.gguf"
+            p = llama_cpp.llama_model_quantize_default_params()
+            p.ftype = FTYPES["q4_k_m"]
+            p.nthread = 2
+            for k, v in params.items():
+                setattr(p, k, v)
+            if llama_cpp.llama_model_quantize(files["f16"].encode(), ref.encode(), p) != 0:
+                raise AssertionError("llama_model_quantize failed")
+            a, b = gguf_tensors(out), gguf_tensors(ref)
+            diff = [n for n in a if a[n] != b.get(n)]
+            if diff or set(a) != set(b):
+                raise AssertionError(f"tensors differ: {diff[:3]}")
+            return f"{len(a)} tensors byte-identical"
+
+        check(f"{name}: {label} equals llama-quantize with the same options", overrides)
+
     def requantize_gguf():
         # qforge re-typing its own f16 GGUF gives the same tensors as converting from safetensors
         out = os.path.join(tmp, f"{name}-f16-to-q4_k_m.gguf")
