@@ -130,8 +130,6 @@ mod x86 {
         // SAFETY (whole body): per half, ql has 64 bytes and qh 32 (two 16-byte loads each
         // at offsets < 64 / < 32); each output chunk holds 256 floats.
         unsafe {
-            let m4 = _mm_set1_epi8(0x0F);
-            let m3 = _mm_set1_epi8(3);
             let c32 = _mm256_set1_epi32(32);
             for (b, o) in blocks.iter().zip(out.chunks_exact_mut(256)) {
                 let d = f16_bits_to_f32(u16::from_le_bytes(b.d));
@@ -145,24 +143,7 @@ mod x86 {
                         );
                         let qh =
                             _mm_loadu_si128(b.qh.as_ptr().add(32 * h + 16 * g) as *const __m128i);
-                        let qs = [
-                            _mm_or_si128(
-                                _mm_and_si128(ql0, m4),
-                                _mm_slli_epi16::<4>(_mm_and_si128(qh, m3)),
-                            ),
-                            _mm_or_si128(
-                                _mm_and_si128(ql1, m4),
-                                _mm_slli_epi16::<4>(_mm_and_si128(_mm_srli_epi16::<2>(qh), m3)),
-                            ),
-                            _mm_or_si128(
-                                _mm_and_si128(_mm_srli_epi16::<4>(ql0), m4),
-                                _mm_slli_epi16::<4>(_mm_and_si128(_mm_srli_epi16::<4>(qh), m3)),
-                            ),
-                            _mm_or_si128(
-                                _mm_and_si128(_mm_srli_epi16::<4>(ql1), m4),
-                                _mm_slli_epi16::<4>(_mm_and_si128(_mm_srli_epi16::<6>(qh), m3)),
-                            ),
-                        ];
+                        let qs = super::super::simd_x86::q6k_codes(ql0, ql1, qh);
                         for (k, q) in qs.into_iter().enumerate() {
                             let scale = _mm256_set1_ps(d * b.scales[8 * h + g + 2 * k] as f32);
                             let base = o.as_mut_ptr().add(128 * h + 32 * k + 16 * g);

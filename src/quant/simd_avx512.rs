@@ -218,8 +218,6 @@ pub(crate) unsafe fn dequantize_q6_k(blocks: &[super::q6_k::BlockQ6K], out: &mut
     // SAFETY (whole body): per half, ql has 64 bytes and qh 32 (16-byte loads at offsets < 64
     // / < 32); each output chunk holds 256 floats.
     unsafe {
-        let m4 = _mm_set1_epi8(0x0F);
-        let m3 = _mm_set1_epi8(3);
         let c32 = _mm512_set1_epi32(32);
         for (b, o) in blocks.iter().zip(out.chunks_exact_mut(256)) {
             let d = super::float::f16_bits_to_f32(u16::from_le_bytes(b.d));
@@ -229,24 +227,7 @@ pub(crate) unsafe fn dequantize_q6_k(blocks: &[super::q6_k::BlockQ6K], out: &mut
                     let ql1 =
                         _mm_loadu_si128(b.ql.as_ptr().add(64 * h + 32 + 16 * g) as *const __m128i);
                     let qh = _mm_loadu_si128(b.qh.as_ptr().add(32 * h + 16 * g) as *const __m128i);
-                    let qs = [
-                        _mm_or_si128(
-                            _mm_and_si128(ql0, m4),
-                            _mm_slli_epi16::<4>(_mm_and_si128(qh, m3)),
-                        ),
-                        _mm_or_si128(
-                            _mm_and_si128(ql1, m4),
-                            _mm_slli_epi16::<4>(_mm_and_si128(_mm_srli_epi16::<2>(qh), m3)),
-                        ),
-                        _mm_or_si128(
-                            _mm_and_si128(_mm_srli_epi16::<4>(ql0), m4),
-                            _mm_slli_epi16::<4>(_mm_and_si128(_mm_srli_epi16::<4>(qh), m3)),
-                        ),
-                        _mm_or_si128(
-                            _mm_and_si128(_mm_srli_epi16::<4>(ql1), m4),
-                            _mm_slli_epi16::<4>(_mm_and_si128(_mm_srli_epi16::<6>(qh), m3)),
-                        ),
-                    ];
+                    let qs = super::simd_x86::q6k_codes(ql0, ql1, qh);
                     for (k, q) in qs.into_iter().enumerate() {
                         let scale = _mm512_set1_ps(d * b.scales[8 * h + g + 2 * k] as f32);
                         let qi = _mm512_sub_epi32(_mm512_cvtepu8_epi32(q), c32);

@@ -229,3 +229,33 @@ pub(crate) unsafe fn quantize_32<B>(
         }
     }
 }
+
+/// The 6-bit codes (0..63, not yet offset by −32) of 4 × 16 elements of a Q6_K half-block:
+/// elements `16g..16g+16` of its four 32-element quarters, from the `ql` bytes at `ql0`
+/// (quarters 0, 2), `ql1` (quarters 1, 3) and the `qh` bytes holding their high 2 bits.
+#[inline(always)]
+pub(crate) fn q6k_codes(ql0: __m128i, ql1: __m128i, qh: __m128i) -> [__m128i; 4] {
+    // SAFETY: SSE2 register operations, part of the x86-64 baseline.
+    unsafe {
+        let m4 = _mm_set1_epi8(0x0F);
+        let m3 = _mm_set1_epi8(3);
+        [
+            _mm_or_si128(
+                _mm_and_si128(ql0, m4),
+                _mm_slli_epi16::<4>(_mm_and_si128(qh, m3)),
+            ),
+            _mm_or_si128(
+                _mm_and_si128(ql1, m4),
+                _mm_slli_epi16::<4>(_mm_and_si128(_mm_srli_epi16::<2>(qh), m3)),
+            ),
+            _mm_or_si128(
+                _mm_and_si128(_mm_srli_epi16::<4>(ql0), m4),
+                _mm_slli_epi16::<4>(_mm_and_si128(_mm_srli_epi16::<4>(qh), m3)),
+            ),
+            _mm_or_si128(
+                _mm_and_si128(_mm_srli_epi16::<4>(ql1), m4),
+                _mm_slli_epi16::<4>(_mm_and_si128(_mm_srli_epi16::<6>(qh), m3)),
+            ),
+        ]
+    }
+}
