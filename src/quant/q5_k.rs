@@ -39,6 +39,7 @@ impl BlockFormat for BlockQ5K {
 
     fn dequantize_blocks(isa: super::Isa, blocks: &[Self], out: &mut [f32]) {
         dequantize_with_kernels!(isa, blocks, out;
+            avx512: super::simd_avx512::dequantize_q5_k,
             avx2: x86::dequantize,
         )
     }

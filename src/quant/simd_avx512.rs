@@ -239,3 +239,41 @@ pub(crate) unsafe fn dequantize_q6_k(blocks: &[super::q6_k::BlockQ6K], out: &mut
         }
     }
 }
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(crate) unsafe fn dequantize_q5_k(blocks: &[super::q5_k::BlockQ5K], out: &mut [f32]) {
+    use super::kquant::scale_min_k4;
+    // SAFETY (whole body): qs has 128 bytes and qh 32 (16-byte loads at offsets < 128 / < 32);
+    // each output chunk holds 256 floats.
+    unsafe {
+        let m4 = _mm_set1_epi8(0x0F);
+        let sixteen = _mm_set1_epi8(16);
+        for (b, o) in blocks.iter().zip(out.chunks_exact_mut(256)) {
+            let d = super::float::f16_bits_to_f32(u16::from_le_bytes(b.d));
+            let dmin = super::float::f16_bits_to_f32(u16::from_le_bytes(b.dmin));
+            for c in 0..4 {
+                let (sc1, mn1) = scale_min_k4(2 * c, &b.scales);
+                let (sc2, mn2) = scale_min_k4(2 * c + 1, &b.scales);
+                let u1 = _mm_set1_epi8((1u8 << (2 * c)) as i8);
+                let u2 = _mm_set1_epi8((2u8 << (2 * c)) as i8);
+                for h in 0..2 {
+                    let raw = _mm_loadu_si128(b.qs.as_ptr().add(32 * c + 16 * h) as *const __m128i);
+                    let qh = _mm_loadu_si128(b.qh.as_ptr().add(16 * h) as *const __m128i);
+                    let bit1 = _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(qh, u1), u1), sixteen);
+                    let bit2 = _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(qh, u2), u2), sixteen);
+                    let lo = _mm_add_epi8(_mm_and_si128(raw, m4), bit1);
+                    let hi = _mm_add_epi8(_mm_and_si128(_mm_srli_epi16::<4>(raw), m4), bit2);
+                    for (part, q, sc, mn) in [(0usize, lo, sc1, mn1), (32usize, hi, sc2, mn2)] {
+                        let f = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q));
+                        // d·q − m as two rounded operations, like ggml (no FMA).
+                        let y = _mm512_sub_ps(
+                            _mm512_mul_ps(_mm512_set1_ps(d * sc as f32), f),
+                            _mm512_set1_ps(dmin * mn as f32),
+                        );
+                        _mm512_storeu_ps(o.as_mut_ptr().add(64 * c + part + 16 * h), y);
+                    }
+                }
+            }
+        }
+    }
+}
