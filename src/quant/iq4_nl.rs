@@ -48,6 +48,20 @@ pub(crate) fn best_index(values: &[i8; 16], x: f32) -> usize {
 
 const NTRY: i32 = 7;
 
+/// The f16 bits stored for the block scale. A NaN scale (only from inputs whose squares
+/// overflow, |x| > ~1.8e19, where inf − inf appears in the sums) is written as x86's default
+/// NaN, negative quiet 0xFE00: that is what ggml writes on x86-64, where the NaN comes from
+/// the FPU. ARM FPUs make a positive default NaN instead; canonicalising keeps qforge's bytes
+/// the same on every platform and equal to x86 ggml's.
+#[inline]
+pub(crate) fn scale_bits(d: f32) -> u16 {
+    if d.is_nan() {
+        0xFE00
+    } else {
+        f32_to_f16_bits(d)
+    }
+}
+
 impl BlockFormat for BlockIq4Nl {
     const TYPE: GgmlType = GgmlType::Iq4Nl;
     const ELEMS: usize = 32;
@@ -96,7 +110,7 @@ impl BlockFormat for BlockIq4Nl {
             }
             d
         };
-        let dh = f32_to_f16_bits(scale);
+        let dh = scale_bits(scale);
         // ntry > 0: final indices from the unrounded scale.
         let id = if scale != 0.0 { 1.0 / scale } else { 0.0 };
         let mut qs = [0u8; 16];
@@ -112,6 +126,7 @@ impl BlockFormat for BlockIq4Nl {
     }
 
     fn quantize_blocks(isa: Isa, x: &[f32], out: &mut [Self]) {
+        #[allow(unused_mut)] // only x86-64 has a multi-block kernel
         let mut done = 0;
         #[cfg(target_arch = "x86_64")]
         if matches!(isa, Isa::Avx2 | Isa::Avx512) {
@@ -131,6 +146,7 @@ impl BlockFormat for BlockIq4Nl {
         dequantize_with_kernels!(isa, blocks, out;
             avx512: super::simd_avx512::dequantize_iq4_nl,
             avx2: x86::dequantize,
+            neon: neon::dequantize,
         )
     }
 
@@ -146,7 +162,6 @@ impl BlockFormat for BlockIq4Nl {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{BlockIq4Nl, IQ4NL_VALUES, NTRY};
-    use crate::quant::float::f32_to_f16_bits;
     use crate::quant::kquant::GROUP_MAX_EPS;
     use std::arch::x86_64::*;
 
@@ -258,7 +273,7 @@ mod x86 {
                     qs[j] = codes[j][b] as u8 | ((codes[j + 16][b] as u8) << 4);
                 }
                 *blk = BlockIq4Nl {
-                    d: f32_to_f16_bits(scales[b]).to_le_bytes(),
+                    d: super::scale_bits(scales[b]).to_le_bytes(),
                     qs,
                 };
             }
@@ -285,6 +300,51 @@ mod x86 {
                     // kv[idx] · d, the scalar order (d · kv is the same product)
                     let v = _mm256_mul_ps(d, _mm256_blendv_ps(lo, hi, sel));
                     _mm256_storeu_ps(o.as_mut_ptr().add(8 * k), v);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::{BlockIq4Nl, IQ4NL_VALUES};
+    use crate::quant::float::f16_bits_to_f32;
+    use std::arch::aarch64::*;
+
+    /// Sixteen table values (i8) to four f32x4 vectors, each multiplied by `d`.
+    #[inline(always)]
+    unsafe fn scale16(v: int8x16_t, d: float32x4_t) -> [float32x4_t; 4] {
+        // SAFETY: register-only NEON operations; the caller has NEON.
+        unsafe {
+            let lo = vmovl_s8(vget_low_s8(v));
+            let hi = vmovl_s8(vget_high_s8(v));
+            [
+                vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo))),
+                vcvtq_f32_s32(vmovl_s16(vget_high_s16(lo))),
+                vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi))),
+                vcvtq_f32_s32(vmovl_s16(vget_high_s16(hi))),
+            ]
+            .map(|f| vmulq_f32(d, f))
+        }
+    }
+
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dequantize(blocks: &[BlockIq4Nl], out: &mut [f32]) {
+        // SAFETY (whole body): the table has 16 bytes, each block 16 code bytes, and each
+        // output chunk 32 floats (eight 4-lane stores).
+        unsafe {
+            let table = vld1q_s8(IQ4NL_VALUES.as_ptr());
+            for (b, o) in blocks.iter().zip(out.chunks_exact_mut(32)) {
+                let d = vdupq_n_f32(f16_bits_to_f32(u16::from_le_bytes(b.d)));
+                let raw = vld1q_u8(b.qs.as_ptr());
+                let lo = vqtbl1q_s8(table, vandq_u8(raw, vdupq_n_u8(0x0F)));
+                let hi = vqtbl1q_s8(table, vshrq_n_u8::<4>(raw));
+                // d · kv[idx], one rounded product as in the scalar code
+                for (half, v) in [lo, hi].into_iter().enumerate() {
+                    for (k, y) in scale16(v, d).into_iter().enumerate() {
+                        vst1q_f32(o.as_mut_ptr().add(16 * half + 4 * k), y);
+                    }
                 }
             }
         }

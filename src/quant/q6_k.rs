@@ -39,6 +39,7 @@ impl BlockFormat for BlockQ6K {
         dequantize_with_kernels!(isa, blocks, out;
             avx512: super::simd_avx512::dequantize_q6_k,
             avx2: x86::dequantize,
+            neon: neon::dequantize,
         )
     }
 }
@@ -151,6 +152,65 @@ mod x86 {
                                 let qi = _mm256_sub_epi32(_mm256_cvtepu8_epi32(v), c32);
                                 let y = _mm256_mul_ps(scale, _mm256_cvtepi32_ps(qi));
                                 _mm256_storeu_ps(base.add(8 * e), y);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::super::float::f16_bits_to_f32;
+    use super::BlockQ6K;
+    use std::arch::aarch64::*;
+
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dequantize(blocks: &[BlockQ6K], out: &mut [f32]) {
+        // SAFETY (whole body): per half, ql has 64 bytes and qh 32 (16-byte loads at offsets
+        // 16g and 32 + 16g < 64, and 16g < 32); each output chunk holds 256 floats and every
+        // store writes 4 of them at 128h + 32k + 16g + 4e + (0..4) < 256.
+        unsafe {
+            let m4 = vdupq_n_u8(0x0F);
+            let m2 = vdupq_n_u8(0x03);
+            for (b, o) in blocks.iter().zip(out.chunks_exact_mut(256)) {
+                let d = f16_bits_to_f32(u16::from_le_bytes(b.d));
+                for h in 0..2 {
+                    for g in 0..2 {
+                        // elements 16g .. 16g+15 of each 32-run of this half: scale index g + 2k
+                        let ql0 = vld1q_u8(b.ql.as_ptr().add(64 * h + 16 * g));
+                        let ql1 = vld1q_u8(b.ql.as_ptr().add(64 * h + 32 + 16 * g));
+                        let qh = vld1q_u8(b.qh.as_ptr().add(32 * h + 16 * g));
+                        let codes = [
+                            vorrq_u8(vandq_u8(ql0, m4), vshlq_n_u8::<4>(vandq_u8(qh, m2))),
+                            vorrq_u8(
+                                vandq_u8(ql1, m4),
+                                vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<2>(qh), m2)),
+                            ),
+                            vorrq_u8(
+                                vshrq_n_u8::<4>(ql0),
+                                vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<4>(qh), m2)),
+                            ),
+                            vorrq_u8(vshrq_n_u8::<4>(ql1), vshlq_n_u8::<4>(vshrq_n_u8::<6>(qh))),
+                        ];
+                        for (k, q) in codes.into_iter().enumerate() {
+                            // q − 32 fits i8 (codes are 0..63)
+                            let q = vsubq_s8(vreinterpretq_s8_u8(q), vdupq_n_s8(32));
+                            // (d·sc)·(q − 32): the scale product first, as ggml
+                            let scale = vdupq_n_f32(d * b.scales[8 * h + g + 2 * k] as f32);
+                            let base = o.as_mut_ptr().add(128 * h + 32 * k + 16 * g);
+                            let lo = vmovl_s8(vget_low_s8(q));
+                            let hi = vmovl_s8(vget_high_s8(q));
+                            let parts = [
+                                vmovl_s16(vget_low_s16(lo)),
+                                vmovl_s16(vget_high_s16(lo)),
+                                vmovl_s16(vget_low_s16(hi)),
+                                vmovl_s16(vget_high_s16(hi)),
+                            ];
+                            for (e, p) in parts.into_iter().enumerate() {
+                                vst1q_f32(base.add(4 * e), vmulq_f32(scale, vcvtq_f32_s32(p)));
                             }
                         }
                     }
