@@ -297,6 +297,7 @@ pub(crate) fn quantize_k_blocks<B>(
     make: impl Fn((u16, u16, [u8; 12], [u8; 256])) -> B,
 ) {
     let n = out.len().min(x.len() / 256);
+    #[allow(unused_mut)] // only x86-64 has a two-super-block kernel
     let mut i = 0;
     #[cfg(target_arch = "x86_64")]
     if isa == super::Isa::Avx512 {
@@ -336,12 +337,174 @@ pub(crate) fn quantize_k_superblock_with(
     } else {
         fit_subblocks_scalar(x, fit, &mut l)
     };
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    let (scales, mins) = if isa == super::Isa::Neon {
+        // SAFETY: the dispatch only passes tiers this CPU supports.
+        unsafe { neon::fit_subblocks(x, fit, &mut l) }
+    } else {
+        fit_subblocks_scalar(x, fit, &mut l)
+    };
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     let (scales, mins) = {
         let _ = isa;
         fit_subblocks_scalar(x, fit, &mut l)
     };
     finish_k_superblock(x, fit.nmax, &scales, &mins, l)
+}
+
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::KFit;
+    use std::arch::aarch64::*;
+
+    /// `nearest_int` on 4 lanes: the same 1.5·2^23 addition and bit extraction.
+    #[inline(always)]
+    unsafe fn nearest_int(v: float32x4_t) -> int32x4_t {
+        // SAFETY: register-only NEON operations; the caller has NEON.
+        unsafe {
+            let t = vreinterpretq_s32_f32(vaddq_f32(v, vdupq_n_f32(12582912.0)));
+            vsubq_s32(
+                vandq_s32(t, vdupq_n_s32(0x007f_ffff)),
+                vdupq_n_s32(0x0040_0000),
+            )
+        }
+    }
+
+    /// The fits of sub-blocks `base..base + 4` at once, lane j doing exactly the scalar
+    /// `make_qkx2_quants` operations in order (Rust never contracts NEON multiply and add
+    /// into FMA, and min/max use the scalar's `x < min` selects rather than IEEE fmin, so the
+    /// first of ±0 is kept as in C).
+    #[inline(always)]
+    unsafe fn fit4(
+        x: &[f32],
+        base: usize,
+        fit: KFit,
+        l: &mut [u8; 256],
+        scales: &mut [f32; 8],
+        mins: &mut [f32; 8],
+    ) {
+        // SAFETY (whole body): the indices below are in bounds (x has 256 values and base
+        // is 0 or 4, so lanes are sub-blocks < 8); the rest is register arithmetic and
+        // stores into local 4-lane arrays or 4 of the 8 entries of scales / mins.
+        unsafe {
+            let zero = vdupq_n_f32(0.0);
+            let nmax_i = vdupq_n_s32(fit.nmax);
+            let zero_i = vdupq_n_s32(0);
+            let xt: [float32x4_t; 32] = std::array::from_fn(|i| {
+                let lanes: [f32; 4] = std::array::from_fn(|j| x[32 * (base + j) + i]);
+                vld1q_f32(lanes.as_ptr())
+            });
+            let mut sum_x2 = zero;
+            for v in &xt {
+                sum_x2 = vaddq_f32(sum_x2, vmulq_f32(*v, *v));
+            }
+            let av_x = vsqrtq_f32(vdivq_f32(sum_x2, vdupq_n_f32(32.0)));
+            let w: [float32x4_t; 32] = std::array::from_fn(|i| vaddq_f32(av_x, vabsq_f32(xt[i])));
+
+            let mut min = xt[0];
+            let mut max = xt[0];
+            let mut sum_w = w[0];
+            let mut sum_x = vmulq_f32(sum_w, xt[0]);
+            for i in 1..32 {
+                min = vbslq_f32(vcltq_f32(xt[i], min), xt[i], min);
+                max = vbslq_f32(vcgtq_f32(xt[i], max), xt[i], max);
+                sum_w = vaddq_f32(sum_w, w[i]);
+                sum_x = vaddq_f32(sum_x, vmulq_f32(w[i], xt[i]));
+            }
+            min = vbslq_f32(vcgtq_f32(min, zero), zero, min);
+            let degenerate = vceqq_f32(max, min);
+
+            let quant = |iscale: float32x4_t, min: float32x4_t, i: usize| -> int32x4_t {
+                let q = nearest_int(vmulq_f32(iscale, vsubq_f32(xt[i], min)));
+                vminq_s32(vmaxq_s32(q, zero_i), nmax_i)
+            };
+            let mut iscale = vdivq_f32(vdupq_n_f32(fit.nmax as f32), vsubq_f32(max, min));
+            let mut scale = vdivq_f32(vdupq_n_f32(1.0), iscale);
+            let mut lv = [zero_i; 32];
+            let mut best = zero;
+            for i in 0..32 {
+                lv[i] = quant(iscale, min, i);
+                let diff = vsubq_f32(
+                    vaddq_f32(vmulq_f32(scale, vcvtq_f32_s32(lv[i])), min),
+                    xt[i],
+                );
+                best = vaddq_f32(best, vmulq_f32(w[i], vmulq_f32(diff, diff)));
+            }
+            let mut laux = [zero_i; 32];
+            for is in 0..=fit.nstep {
+                let num = fit.rmin + 0.1 * is as f32 + fit.nmax as f32;
+                // (max − min) with the current best min, as ggml
+                iscale = vdivq_f32(vdupq_n_f32(num), vsubq_f32(max, min));
+                let (mut sum_l, mut sum_l2, mut sum_xl) = (zero, zero, zero);
+                for i in 0..32 {
+                    laux[i] = quant(iscale, min, i);
+                    let lf = vcvtq_f32_s32(laux[i]);
+                    let wl = vmulq_f32(w[i], lf);
+                    sum_l = vaddq_f32(sum_l, wl);
+                    sum_l2 = vaddq_f32(sum_l2, vmulq_f32(wl, lf));
+                    sum_xl = vaddq_f32(sum_xl, vmulq_f32(wl, xt[i]));
+                }
+                let d = vsubq_f32(vmulq_f32(sum_w, sum_l2), vmulq_f32(sum_l, sum_l));
+                let valid = vcgtq_f32(d, zero);
+                let mut this_scale = vdivq_f32(
+                    vsubq_f32(vmulq_f32(sum_w, sum_xl), vmulq_f32(sum_x, sum_l)),
+                    d,
+                );
+                let mut this_min = vdivq_f32(
+                    vsubq_f32(vmulq_f32(sum_l2, sum_x), vmulq_f32(sum_l, sum_xl)),
+                    d,
+                );
+                let pos = vcgtq_f32(this_min, zero);
+                this_min = vbslq_f32(pos, zero, this_min);
+                this_scale = vbslq_f32(pos, vdivq_f32(sum_xl, sum_l2), this_scale);
+                let mut cur = zero;
+                for i in 0..32 {
+                    let diff = vsubq_f32(
+                        vaddq_f32(vmulq_f32(this_scale, vcvtq_f32_s32(laux[i])), this_min),
+                        xt[i],
+                    );
+                    cur = vaddq_f32(cur, vmulq_f32(w[i], vmulq_f32(diff, diff)));
+                }
+                let better = vbicq_u32(vandq_u32(valid, vcltq_f32(cur, best)), degenerate);
+                for i in 0..32 {
+                    lv[i] = vbslq_s32(better, laux[i], lv[i]);
+                }
+                best = vbslq_f32(better, cur, best);
+                scale = vbslq_f32(better, this_scale, scale);
+                min = vbslq_f32(better, this_min, min);
+            }
+            // degenerate lanes: L = 0, scale 0, the_min = -min (their min never changed)
+            scale = vbslq_f32(degenerate, zero, scale);
+            let mut lanes = [[0i32; 4]; 32];
+            for i in 0..32 {
+                vst1q_s32(lanes[i].as_mut_ptr(), vbslq_s32(degenerate, zero_i, lv[i]));
+            }
+            for (i, row) in lanes.iter().enumerate() {
+                for (j, &q) in row.iter().enumerate() {
+                    l[32 * (base + j) + i] = q as u8;
+                }
+            }
+            vst1q_f32(scales.as_mut_ptr().add(base), scale);
+            vst1q_f32(mins.as_mut_ptr().add(base), vnegq_f32(min));
+        }
+    }
+
+    /// The eight sub-block fits of a Q4_K/Q5_K super-block, four lanes at a time.
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn fit_subblocks(
+        x: &[f32],
+        fit: KFit,
+        l: &mut [u8; 256],
+    ) -> ([f32; 8], [f32; 8]) {
+        assert!(x.len() >= 256);
+        let mut scales = [0f32; 8];
+        let mut mins = [0f32; 8];
+        for base in [0, 4] {
+            // SAFETY: NEON is enabled here; x has 256 values.
+            unsafe { fit4(x, base, fit, l, &mut scales, &mut mins) };
+        }
+        (scales, mins)
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
