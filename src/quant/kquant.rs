@@ -489,6 +489,94 @@ mod neon {
         }
     }
 
+    /// `make_qx_quants(16, nmax, …, rmse_type = 1, NULL)` for the 16-element sub-blocks
+    /// `base..base + 4` of a Q6_K super-block (lane j = sub-block base + j), each lane in the
+    /// scalar order of operations. Writes their scales and codes (offset by nmax).
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn make_qx_quants_x4(
+        x: &[f32],
+        base: usize,
+        nmax: i32,
+        l: &mut [i8; 256],
+        scales: &mut [f32; 16],
+    ) {
+        assert!(x.len() >= 256 && base <= 12);
+        // SAFETY (whole body): lanes are sub-blocks base..base+4 ≤ 16 of the 256 values;
+        // everything else is register arithmetic and stores into local 4-lane arrays or 4 of
+        // the 16 entries of `scales`.
+        unsafe {
+            let zero = vdupq_n_f32(0.0);
+            let xt: [float32x4_t; 16] = std::array::from_fn(|i| {
+                let lanes: [f32; 4] = std::array::from_fn(|j| x[16 * (base + j) + i]);
+                vld1q_f32(lanes.as_ptr())
+            });
+            let (mut amax, mut max) = (zero, zero);
+            for v in &xt {
+                let ax = vabsq_f32(*v);
+                let gt = vcgtq_f32(ax, amax);
+                amax = vbslq_f32(gt, ax, amax);
+                max = vbslq_f32(gt, *v, max);
+            }
+            let all_zero = vcltq_f32(amax, vdupq_n_f32(super::GROUP_MAX_EPS));
+            let nmax_f = nmax as f32;
+            let lo = vdupq_n_s32(-nmax);
+            let hi = vdupq_n_s32(nmax - 1);
+            let w: [float32x4_t; 16] = std::array::from_fn(|i| vmulq_f32(xt[i], xt[i]));
+            let quant = |iscale: float32x4_t, i: usize| -> int32x4_t {
+                vminq_s32(vmaxq_s32(nearest_int(vmulq_f32(iscale, xt[i])), lo), hi)
+            };
+            let sums = |iscale: float32x4_t| -> (float32x4_t, float32x4_t) {
+                let (mut sumlx, mut suml2) = (zero, zero);
+                for i in 0..16 {
+                    let lf = vcvtq_f32_s32(quant(iscale, i));
+                    sumlx = vaddq_f32(sumlx, vmulq_f32(vmulq_f32(w[i], xt[i]), lf));
+                    suml2 = vaddq_f32(suml2, vmulq_f32(vmulq_f32(w[i], lf), lf));
+                }
+                (sumlx, suml2)
+            };
+            let iscale0 = vdivq_f32(vdupq_n_f32(-nmax_f), max);
+            let mut lv: [int32x4_t; 16] = std::array::from_fn(|i| quant(iscale0, i));
+            let (sumlx, suml2) = sums(iscale0);
+            // `suml2 ? sumlx/suml2 : 0` (a NaN suml2 counts as non-zero, as in C)
+            let is_zero = vceqq_f32(suml2, zero);
+            let mut scale = vbslq_f32(is_zero, zero, vdivq_f32(sumlx, suml2));
+            let mut best = vmulq_f32(scale, sumlx);
+            for is in -9i32..=9 {
+                if is == 0 {
+                    continue;
+                }
+                let iscale = vdivq_f32(vdupq_n_f32(-(nmax_f + 0.1 * is as f32)), max);
+                let (sumlx, suml2) = sums(iscale);
+                let better = vandq_u32(
+                    vcgtq_f32(suml2, zero),
+                    vcgtq_f32(vmulq_f32(sumlx, sumlx), vmulq_f32(best, suml2)),
+                );
+                for (i, li) in lv.iter_mut().enumerate() {
+                    *li = vbslq_s32(better, quant(iscale, i), *li);
+                }
+                let s = vdivq_f32(sumlx, suml2);
+                scale = vbslq_f32(better, s, scale);
+                best = vbslq_f32(better, vmulq_f32(s, sumlx), best);
+            }
+            // all-zero lanes: L = 0 (not nmax) and scale 0, as ggml returns early
+            let off = vdupq_n_s32(nmax);
+            let mut lanes = [[0i32; 4]; 16];
+            for i in 0..16 {
+                let q = vbslq_s32(all_zero, vdupq_n_s32(0), vaddq_s32(lv[i], off));
+                vst1q_s32(lanes[i].as_mut_ptr(), q);
+            }
+            for (i, row) in lanes.iter().enumerate() {
+                for (j, &q) in row.iter().enumerate() {
+                    l[16 * (base + j) + i] = q as i8;
+                }
+            }
+            vst1q_f32(
+                scales.as_mut_ptr().add(base),
+                vbslq_f32(all_zero, zero, scale),
+            );
+        }
+    }
+
     /// The eight sub-block fits of a Q4_K/Q5_K super-block, four lanes at a time.
     #[target_feature(enable = "neon")]
     pub(super) unsafe fn fit_subblocks(
@@ -770,6 +858,15 @@ pub(crate) fn fit_q6k_subblocks(isa: super::Isa, x: &[f32], l: &mut [i8; 256]) -
                 )
             };
             s[8 * h..8 * h + 8].copy_from_slice(&part);
+        }
+        return s;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if isa == super::Isa::Neon {
+        let mut s = [0f32; 16];
+        for base in [0, 4, 8, 12] {
+            // SAFETY: the dispatch only passes tiers this CPU supports; x has 256 values.
+            unsafe { neon::make_qx_quants_x4(x, base, 32, l, &mut s) };
         }
         return s;
     }
