@@ -1,6 +1,12 @@
 //! IQ4_NL: 32 weights as indices into llama.cpp's fixed non-linear 16-level table with one f16
 //! scale (18 bytes). Quantized like `quantize_iq4_nl` (what llama-quantize calls): a weighted
 //! least-squares scale refined over 15 candidate scales (`ntry = 7`).
+//!
+//! Byte-identical to that ggml routine (llama-cpp-python 0.3.36's libggml-base) with every
+//! kernel. Its final indices are recomputed from the unrounded scale, so an all-zero block is
+//! `d = 0` with every index 8 (bytes `0x88`). Blocks with |x| above about 8.3e6 overflow the
+//! f16 scale; above ~1.8e19 the fit is NaN, stored as the f16 NaN x86 ggml writes (0xFE00)
+//! on every platform.
 
 use super::float::{f16_bits_to_f32, f32_to_f16_bits};
 use super::kquant::GROUP_MAX_EPS;

@@ -1,5 +1,17 @@
 //! Q4_K: 256 weights in 8 sub-blocks of 32, 4-bit codes with 6-bit scales and mins under two
 //! f16 super-scales (144 bytes), ggml's `quantize_row_q4_K_ref`.
+//!
+//! Quantization is byte-identical to ggml (the libggml-base of llama-cpp-python 0.3.36,
+//! fixtures/quant/kquant) with every kernel: the scalar port, the AVX2 / AVX-512 / NEON fits
+//! that run the eight sub-block fits in parallel lanes with the same per-lane operation order.
+//! Dequantization is `(d·sc)·q − (dmin·m)`, two rounded operations after the two products.
+//!
+//! Huge inputs never panic and give ggml's bytes, which are not useful: once a sub-block's
+//! fitted scale or min exceeds 63·65504 (a value range of roughly 6e7) the f16 super-scale
+//! is inf and the super-block dequantizes to inf/NaN; the same happens when squares
+//! overflow (|x| > ~1.8e19). ggml's `assert(|x| <= 4194303)` in `nearest_int` is compiled out
+//! of release builds, and the 1.5·2^23 trick here is total, so arguments that large give the
+//! same (meaningless) codes as ggml.
 
 use super::float::f16_bits_to_f32;
 use super::kquant::{quantize_k_superblock, scale_min_k4, Q4K_FIT};

@@ -1,5 +1,15 @@
 //! Q6_K: 256 weights in 16 sub-blocks of 16, 6-bit codes with signed 8-bit scales under one
 //! f16 super-scale (210 bytes, scale last), ggml's `quantize_row_q6_K_ref`.
+//!
+//! Byte-identical to ggml with every kernel (the AVX2 / AVX-512 / NEON fits run the sixteen
+//! `make_qx_quants` calls in parallel lanes, each in the scalar order). An all-zero block
+//! (largest sub-block scale below 1e-15) is 210 zero bytes; a sub-block whose 8-bit scale is 0
+//! keeps make_qx_quants' codes (0 for an all-zero sub-block, not 32). Dequantization is
+//! `(d·sc)·(q − 32)`.
+//!
+//! Huge inputs never panic and give ggml's bytes: |x| above about 2.7e8 overflows the f16
+//! super-scale (inf/NaN values), and a sub-block whose squares overflow (|x| > ~1.8e19) gets
+//! a NaN fit that ggml's comparisons skip, so it is stored as zeros.
 
 use super::float::{f16_bits_to_f32, f32_to_f16_bits};
 use super::kquant::{fit_q6k_subblocks, nearest_int, GROUP_MAX_EPS};
