@@ -132,7 +132,7 @@ impl BlockFormat for BlockIq4Nl {
     }
 
     fn quantize_blocks(isa: Isa, x: &[f32], out: &mut [Self]) {
-        #[allow(unused_mut)] // only x86-64 has a multi-block kernel
+        #[allow(unused_mut)] // not every target has a multi-block kernel
         let mut done = 0;
         #[cfg(target_arch = "x86_64")]
         if matches!(isa, Isa::Avx2 | Isa::Avx512) {
@@ -140,6 +140,14 @@ impl BlockFormat for BlockIq4Nl {
                 // SAFETY: the dispatch only passes tiers this CPU supports.
                 unsafe { x86::quantize8(group, blocks) };
                 done += 8;
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        if isa == Isa::Neon {
+            for (group, blocks) in x.chunks_exact(128).zip(out.chunks_exact_mut(4)) {
+                // SAFETY: the dispatch only passes tiers this CPU supports.
+                unsafe { neon::quantize4(group, blocks) };
+                done += 4;
             }
         }
         let _ = isa;
@@ -314,9 +322,120 @@ mod x86 {
 
 #[cfg(target_arch = "aarch64")]
 mod neon {
-    use super::{BlockIq4Nl, IQ4NL_VALUES};
+    use super::{BlockIq4Nl, IQ4NL_VALUES, NTRY};
     use crate::quant::float::f16_bits_to_f32;
+    use crate::quant::kquant::GROUP_MAX_EPS;
     use std::arch::aarch64::*;
+
+    /// `kvalues_iq4nl[idx]` as f32 for 4 lanes of indices 0..=15: a byte-table lookup in which
+    /// the three upper bytes of each lane index out of range (giving 0), then sign extension.
+    #[inline(always)]
+    unsafe fn lookup(table: int8x16_t, idx: int32x4_t) -> float32x4_t {
+        // SAFETY: register-only NEON operations; the caller has NEON.
+        unsafe {
+            let bytes = vorrq_u32(vreinterpretq_u32_s32(idx), vdupq_n_u32(0xFFFF_FF00));
+            let v = vqtbl1q_s8(table, vreinterpretq_u8_u32(bytes));
+            let v = vshrq_n_s32::<24>(vshlq_n_s32::<24>(vreinterpretq_s32_s8(v)));
+            vcvtq_f32_s32(v)
+        }
+    }
+
+    /// ggml's `best_index_int8` on 4 lanes: 0 below the table, 15 above, else the lower
+    /// neighbour `ml` (the number of table values ≤ x among v[1..15], which is what the
+    /// binary search finds) unless `x − v[ml] ≥ v[ml+1] − x`. NaN takes the scalar search's
+    /// path (ml = 14, then 15).
+    #[inline(always)]
+    unsafe fn best_index(x: float32x4_t, v: &[float32x4_t; 16], table: int8x16_t) -> int32x4_t {
+        // SAFETY: register-only NEON operations; the caller has NEON.
+        unsafe {
+            let mut ml = vdupq_n_s32(0);
+            for vk in &v[1..15] {
+                // the mask is all ones (−1) where v[k] ≤ x
+                ml = vsubq_s32(ml, vreinterpretq_s32_u32(vcleq_f32(*vk, x)));
+            }
+            let nan = vmvnq_u32(vceqq_f32(x, x));
+            ml = vbslq_s32(nan, vdupq_n_s32(14), ml);
+            let mu = vaddq_s32(ml, vdupq_n_s32(1));
+            let (vl, vu) = (lookup(table, ml), lookup(table, mu));
+            let lower = vcltq_f32(vsubq_f32(x, vl), vsubq_f32(vu, x));
+            let idx = vbslq_s32(lower, ml, mu);
+            let idx = vbslq_s32(vcleq_f32(x, v[0]), vdupq_n_s32(0), idx);
+            vbslq_s32(vcgeq_f32(x, v[15]), vdupq_n_s32(15), idx)
+        }
+    }
+
+    /// Four blocks at once, lane b = block b, each lane in `quantize_iq4_nl`'s order.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn quantize4(x: &[f32], out: &mut [BlockIq4Nl]) {
+        assert!(x.len() >= 128 && out.len() >= 4);
+        // SAFETY (whole body): the table has 16 bytes; indices into x are 32b + j < 128;
+        // stores go to local 4-lane arrays.
+        unsafe {
+            let table = vld1q_s8(IQ4NL_VALUES.as_ptr());
+            let v: [float32x4_t; 16] = std::array::from_fn(|k| vdupq_n_f32(IQ4NL_VALUES[k] as f32));
+            let zero = vdupq_n_f32(0.0);
+            let xt: [float32x4_t; 32] = std::array::from_fn(|j| {
+                let lanes: [f32; 4] = std::array::from_fn(|b| x[32 * b + j]);
+                vld1q_f32(lanes.as_ptr())
+            });
+            let w: [float32x4_t; 32] = std::array::from_fn(|j| vmulq_f32(xt[j], xt[j]));
+            let (mut amax, mut max) = (zero, zero);
+            for xj in &xt {
+                let ax = vabsq_f32(*xj);
+                let gt = vcgtq_f32(ax, amax);
+                amax = vbslq_f32(gt, ax, amax);
+                max = vbslq_f32(gt, *xj, max);
+            }
+            let zero_block = vcltq_f32(amax, vdupq_n_f32(GROUP_MAX_EPS));
+            let sums = |id: float32x4_t| -> (float32x4_t, float32x4_t) {
+                let (mut sumqx, mut sumq2) = (zero, zero);
+                for j in 0..32 {
+                    let q = lookup(table, best_index(vmulq_f32(id, xt[j]), &v, table));
+                    let wq = vmulq_f32(w[j], q);
+                    sumqx = vaddq_f32(sumqx, vmulq_f32(wq, xt[j]));
+                    sumq2 = vaddq_f32(sumq2, vmulq_f32(wq, q));
+                }
+                (sumqx, sumq2)
+            };
+            let d0 = vdivq_f32(vnegq_f32(max), v[0]);
+            let (sumqx, sumq2) = sums(vdivq_f32(vdupq_n_f32(1.0), d0));
+            let mut d = vdivq_f32(sumqx, sumq2);
+            let mut best = vmulq_f32(d, sumqx);
+            for itry in -NTRY..=NTRY {
+                let num = vdupq_n_f32((itry + IQ4NL_VALUES[0] as i32) as f32);
+                let (sumqx, sumq2) = sums(vdivq_f32(num, max));
+                let better = vandq_u32(
+                    vcgtq_f32(sumq2, zero),
+                    vcgtq_f32(vmulq_f32(sumqx, sumqx), vmulq_f32(best, sumq2)),
+                );
+                let dn = vdivq_f32(sumqx, sumq2);
+                d = vbslq_f32(better, dn, d);
+                best = vbslq_f32(better, vmulq_f32(dn, sumqx), best);
+            }
+            d = vbslq_f32(zero_block, zero, d);
+            // `d ? 1/d : 0`, where a NaN d counts as non-zero
+            let id = vbslq_f32(vceqq_f32(d, zero), zero, vdivq_f32(vdupq_n_f32(1.0), d));
+            let mut codes = [[0i32; 4]; 32];
+            for j in 0..32 {
+                vst1q_s32(
+                    codes[j].as_mut_ptr(),
+                    best_index(vmulq_f32(id, xt[j]), &v, table),
+                );
+            }
+            let mut scales = [0f32; 4];
+            vst1q_f32(scales.as_mut_ptr(), d);
+            for (b, blk) in out.iter_mut().take(4).enumerate() {
+                let mut qs = [0u8; 16];
+                for j in 0..16 {
+                    qs[j] = codes[j][b] as u8 | ((codes[j + 16][b] as u8) << 4);
+                }
+                *blk = BlockIq4Nl {
+                    d: super::scale_bits(scales[b]).to_le_bytes(),
+                    qs,
+                };
+            }
+        }
+    }
 
     /// Sixteen table values (i8) to four f32x4 vectors, each multiplied by `d`.
     #[inline(always)]
