@@ -746,3 +746,39 @@ fn tensor_type_patterns_first_match_wins_and_bad_specs_are_usage_errors() {
         assert!(!out.exists());
     }
 }
+
+#[test]
+fn missing_required_tensor_and_shape_contradictions_are_errors() {
+    // a layer without its V projection: llama.cpp would refuse the file
+    let m = tiny_llama(Dtype::F16, false);
+    let st = m.path().join("model.safetensors");
+    let bytes = std::fs::read(&st).unwrap();
+    let loaded = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<(String, TensorView)> = loaded
+        .tensors()
+        .into_iter()
+        .filter(|(n, _)| n != "model.layers.1.self_attn.v_proj.weight")
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let st2 = tmp.path().join("model.safetensors");
+    safetensors::serialize_to_file(kept, &None, &st2).unwrap();
+    std::fs::copy(&st2, &st).unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_path(&out_dir, "x.gguf");
+    let o = convert(m.path(), "f16", &out, &[]);
+    assert_fails_cleanly(&o, &out, &["blk.1.attn_v.weight", "missing"]);
+
+    // config says 8 heads of 16 but q_proj has 64 rows
+    let m = tiny_llama(Dtype::F16, false);
+    m.edit_config(&[(
+        "\"num_attention_heads\":4",
+        "\"num_attention_heads\":8,\"head_dim\":16",
+    )]);
+    let out = out_path(&out_dir, "y.gguf");
+    let o = convert(m.path(), "f16", &out, &[]);
+    assert_fails_cleanly(
+        &o,
+        &out,
+        &["model.layers.0.self_attn.", "config.json implies"],
+    );
+}

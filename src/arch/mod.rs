@@ -211,6 +211,52 @@ impl LlamaParams {
         })
     }
 
+    /// The safetensors shape llama.cpp will require for a GGUF tensor name (`None` in a
+    /// position means any size, e.g. the vocabulary), or `None` for tensors it does not check.
+    pub fn expected_shape(&self, gguf: &str) -> Option<Vec<Option<usize>>> {
+        let e = Some(self.n_embd as usize);
+        let f = Some(self.n_ff as usize);
+        let q = Some((self.n_head * self.rope_dim) as usize);
+        let kv = Some((self.n_head_kv.unwrap_or(self.n_head) * self.rope_dim) as usize);
+        let kind = gguf
+            .strip_prefix("blk.")
+            .map_or(gguf, |r| r.split_once('.').map_or(r, |x| x.1));
+        Some(match kind {
+            "token_embd.weight" | "output.weight" => vec![None, e],
+            "output_norm.weight" | "attn_norm.weight" | "ffn_norm.weight" => vec![e],
+            "attn_q.weight" => vec![q, e],
+            "attn_k.weight" | "attn_v.weight" => vec![kv, e],
+            "attn_output.weight" => vec![e, q],
+            "ffn_gate.weight" | "ffn_up.weight" => vec![f, e],
+            "ffn_down.weight" => vec![e, f],
+            _ => return None,
+        })
+    }
+
+    /// GGUF names llama.cpp requires (output.weight is optional: tied embeddings).
+    pub fn required_tensors(&self) -> Vec<String> {
+        let mut v = vec![
+            "token_embd.weight".to_string(),
+            "output_norm.weight".to_string(),
+        ];
+        for l in 0..self.n_layer {
+            for t in [
+                "attn_norm",
+                "attn_q",
+                "attn_k",
+                "attn_v",
+                "attn_output",
+                "ffn_norm",
+                "ffn_gate",
+                "ffn_up",
+                "ffn_down",
+            ] {
+                v.push(format!("blk.{l}.{t}.weight"));
+            }
+        }
+        v
+    }
+
     /// Map an HF tensor name. `Ok(None)` for tensors llama.cpp's converter drops.
     pub fn map_tensor(&self, hf: &str) -> Result<Option<Mapped>, ArchError> {
         const DROPPED: &[&str] = &[

@@ -207,6 +207,25 @@ fn plan_llama(
                 )));
             }
         }
+        if let Some(want) = params.expected_shape(&mapped.name) {
+            let fits = want.len() == t.shape.len()
+                && want
+                    .iter()
+                    .zip(&t.shape)
+                    .all(|(w, &d)| w.is_none_or(|w| w == d));
+            if !fits {
+                let want: Vec<String> = want
+                    .iter()
+                    .map(|w| w.map_or("*".to_string(), |w| w.to_string()))
+                    .collect();
+                return Err(ConvertError::Plan(format!(
+                    "tensor '{}': shape {:?} but config.json implies [{}] (llama.cpp would refuse the file)",
+                    t.name,
+                    t.shape,
+                    want.join(", ")
+                )));
+            }
+        }
         tensors.push(PlannedTensor {
             name: mapped.name,
             dims: ggml_dims(&t.shape),
@@ -217,10 +236,23 @@ fn plan_llama(
             f16_intermediate: false,
         });
     }
-    if !tensors.iter().any(|t| t.name == "token_embd.weight") {
+    let missing: Vec<String> = params
+        .required_tensors()
+        .into_iter()
+        .filter(|n| !tensors.iter().any(|t| &t.name == n))
+        .collect();
+    if !missing.is_empty() {
         return Err(ConvertError::Plan(format!(
-            "{}: no model.embed_tokens.weight tensor",
-            ck.path.display()
+            "{}: {} tensor(s) llama.cpp requires are missing from the checkpoint: {}{}",
+            ck.path.display(),
+            missing.len(),
+            missing
+                .iter()
+                .take(6)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+            if missing.len() > 6 { ", ..." } else { "" }
         )));
     }
     if let Some(freqs) = &params.rope_freqs {
