@@ -99,6 +99,12 @@ fn quantized_bytes_equal_ggml() {
 }
 
 #[test]
+// The golden hashes include the NaN x86 produces for 0·inf (sign bit set); other CPUs produce
+// another NaN there. Bytes of quantized data are still compared everywhere.
+#[cfg_attr(
+    not(target_arch = "x86_64"),
+    ignore = "golden hashes include x86's NaN encoding"
+)]
 fn dequantized_values_equal_gguf_py() {
     let m = manifest();
     let n = input().len();

@@ -50,6 +50,7 @@ pub fn f32_to_bf16_bytes(src: &[f32], dst: &mut [u8]) {
 }
 
 pub fn f32_to_f16_bytes(isa: Isa, src: &[f32], dst: &mut [u8]) {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 {
@@ -68,6 +69,7 @@ pub fn f32_to_f16_bytes(isa: Isa, src: &[f32], dst: &mut [u8]) {
 }
 
 pub fn f16_bytes_to_f32(isa: Isa, src: &[u8], dst: &mut [f32]) {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 {
@@ -86,6 +88,7 @@ pub fn f16_bytes_to_f32(isa: Isa, src: &[u8], dst: &mut [f32]) {
 }
 
 pub fn bf16_bytes_to_f32(isa: Isa, src: &[u8], dst: &mut [f32]) {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 {
