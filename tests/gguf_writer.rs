@@ -422,3 +422,22 @@ fn file_writer_reports_bad_targets_up_front() {
     assert_eq!(e.kind, ErrorKind::EmptyTensorName);
     assert_eq!(dir_entries(dir.path()), Vec::<String>::new());
 }
+
+/// The worked example of spec/FORMAT.md §10, byte for byte (the bytes there were produced by
+/// a separate Python encoder following the spec, not by this writer).
+#[test]
+fn spec_worked_example() {
+    let want = "474755460300000001000000000000000100000000000000140000000000000067656e6572616c2e\
+                6172636869746563747572650800000005000000000000006c6c616d610100000000000000770100\
+                00000200000000000000000000000000000000000000000000000000000000000000000000000000\
+                00000000000000000000803f000000c0000000000000000000000000000000000000000000000000";
+    let m = meta(&[("general.architecture", Value::String("llama".into()))]);
+    let data: Vec<u8> = [1.0f32, -2.0]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let bytes = write_to_vec(&m, &[(spec("w", &[2], GgmlType::F32), &data[..])], 32).unwrap();
+    assert_eq!(hex(&bytes), want);
+    let h = GgufHeader::parse(&bytes).unwrap();
+    assert_eq!((h.data_offset, h.file_size), (128, 160));
+}
