@@ -7,8 +7,14 @@
     python3 scripts/gen_gguf_fixtures.py --describe F.gguf  # write gguf-py's reading of F to F.json
 
 Each fixture NAME.gguf comes with NAME.json: what gguf-py's GGUFReader reads back (version,
-alignment, every key with its type and value, every tensor's name, type, shape, offset and the
-sha256 of its bytes). The Rust tests compare qforge's reader with these JSON files exactly.
+alignment, data offset, file size, every key with its type and value (floats also as exact
+bits), every tensor's name, type, shape, stored offset, size and the sha256 of its bytes). The
+Rust tests (tests/gguf_interop.rs) build the same document from qforge's reader and compare
+exactly.
+
+The other direction: `QFORGE_GGUF_EXPORT=DIR cargo test --test gguf_interop` writes qforge's
+files to DIR, each with the JSON of what qforge meant to write, and `--check DIR` verifies that
+gguf-py reads exactly that.
 """
 import hashlib
 import json
@@ -24,6 +30,7 @@ OUT = os.path.join(ROOT, "fixtures", "gguf")
 
 
 def describe(path):
+    """gguf-py's reading of a file, in the JSON form the Rust tests build too."""
     r = GGUFReader(path)
     kvs = []
     for f in r.fields.values():
@@ -32,7 +39,9 @@ def describe(path):
         t = f.types[0]
         entry = {"key": f.name, "type": t.name}
         if t == GGUFValueType.ARRAY:
-            et = f.types[1] if len(f.types) > 1 else GGUFValueType.UINT8
+            # parts: key length, key, value type, element type, count, elements...; the
+            # element type is read from the file so that empty arrays have one too
+            et = GGUFValueType(int(f.parts[3][0]))
             entry["element_type"] = et.name
             if et == GGUFValueType.STRING:
                 entry["value"] = [bytes(f.parts[i]).decode("utf-8") for i in f.data]
@@ -45,27 +54,29 @@ def describe(path):
         if entry["type"] == "BOOL" or entry.get("element_type") == "BOOL":
             v = entry["value"]
             entry["value"] = [bool(x) for x in v] if isinstance(v, list) else bool(v)
+        if entry["type"] in ("FLOAT32", "FLOAT64") or entry.get("element_type") in ("FLOAT32", "FLOAT64"):
+            # exact bits, since a JSON number says nothing about -0.0 or the f32 rounding
+            dt = "<f4" if "32" in (entry.get("element_type") or entry["type"]) else "<f8"
+            vals = entry["value"] if isinstance(entry["value"], list) else [entry["value"]]
+            entry["bits"] = [np.asarray(v, dtype=dt).tobytes().hex() for v in vals]
         kvs.append(entry)
-    for e in kvs:
-        if e["type"] in ("FLOAT32", "FLOAT64") or e.get("element_type") in ("FLOAT32", "FLOAT64"):
-            # exact bits, since JSON floats may round-trip differently
-            dt = "<f4" if "32" in (e.get("element_type") or e["type"]) else "<f8"
-            vals = e["value"] if isinstance(e["value"], list) else [e["value"]]
-            e["bits"] = [np.asarray(v, dtype=dt).tobytes().hex() for v in vals]
     tensors = []
     for t in r.tensors:
         tensors.append({
             "name": t.name,
             "type": int(t.tensor_type),
             "shape": [int(d) for d in t.shape],
-            "offset": int(t.data_offset) - int(r.tensors[0].data_offset) if r.tensors else 0,
+            # the offset stored in the tensor info, relative to the data section
+            "offset": int(t.field.parts[-1][0]),
             "n_bytes": int(t.n_bytes),
             "sha256": hashlib.sha256(t.data.tobytes()).hexdigest(),
         })
-    align = r.fields.get("general.alignment")
+        assert int(t.data_offset) == int(r.data_offset) + tensors[-1]["offset"]
     return {
-        "version": 3,
-        "alignment": int(np.asarray(align.parts[align.data[0]])[0]) if align else 32,
+        "version": int(r.fields["GGUF.version"].parts[0][0]),
+        "alignment": int(r.alignment),
+        "data_offset": int(r.data_offset),
+        "file_size": os.path.getsize(path),
         "kv": kvs,
         "tensors": tensors,
     }
@@ -151,9 +162,15 @@ def check(d):
         if got != want:
             bad += 1
             print(f"MISMATCH {fn}")
-            for k in ("version", "alignment", "kv", "tensors"):
-                if got[k] != want[k]:
-                    print(f"  {k}:\n    gguf-py: {got[k]}\n    qforge:  {want[k]}")
+            for k in sorted(set(got) | set(want)):
+                if k in ("kv", "tensors"):
+                    for g, w in zip(got.get(k, []), want.get(k, [])):
+                        if g != w:
+                            print(f"  {k}:\n    gguf-py: {g}\n    qforge:  {w}")
+                    if len(got.get(k, [])) != len(want.get(k, [])):
+                        print(f"  {k}: gguf-py has {len(got.get(k, []))}, qforge {len(want.get(k, []))}")
+                elif got.get(k) != want.get(k):
+                    print(f"  {k}: gguf-py {got.get(k)}, qforge {want.get(k)}")
         else:
             print(f"ok {fn}")
     sys.exit(1 if bad else 0)

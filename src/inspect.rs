@@ -23,7 +23,9 @@ pub struct InspectOptions {
 const ARRAY_PREVIEW: usize = 8;
 const STRING_PREVIEW: usize = 200;
 
-/// Escape control characters (and backslashes) so names and strings cannot corrupt a terminal.
+/// Escape control characters (C0, DEL, C1), the invisible bidirectional controls that can make
+/// text display in a different order than it is stored, and backslashes, so names and strings
+/// from a file cannot corrupt or disguise terminal output.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -32,13 +34,18 @@ pub fn escape(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
-            c if c.is_control() => {
+            c if c.is_control() || is_bidi_control(c) => {
                 let _ = write!(out, "\\u{{{:x}}}", c as u32);
             }
             c => out.push(c),
         }
     }
     out
+}
+
+/// ALM, LRM, RLM, the embeddings/overrides and the isolates (Unicode's Bidi_Control set).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 fn preview_string(s: &str, full: bool) -> String {

@@ -45,11 +45,38 @@ fn json_matches_the_reader() {
     assert_eq!(arr["value"]["element_type"], "STRING");
     assert_eq!(arr["value"]["length"], 4);
     assert_eq!(arr["value"]["values"][2], "ünï");
-    for (t, info) in j["tensors"].as_array().unwrap().iter().zip(f.tensors()) {
+    for (entry, (_, v)) in md.iter().zip(f.metadata().iter()) {
+        match v {
+            Value::String(s) => assert_eq!(entry["value"], s.as_str()),
+            Value::U64(x) => assert_eq!(entry["value"], *x),
+            Value::I64(x) => assert_eq!(entry["value"], *x),
+            Value::Bool(x) => assert_eq!(entry["value"], *x),
+            Value::Array(a) => {
+                assert_eq!(entry["value"]["length"], a.len());
+                assert_eq!(entry["value"]["truncated"], a.len() > 8);
+            }
+            _ => {}
+        }
+    }
+    let tensors = j["tensors"].as_array().unwrap();
+    assert_eq!(tensors.len(), f.tensors().len());
+    let mut total_bytes = 0;
+    for (t, info) in tensors.iter().zip(f.tensors()) {
         assert_eq!(t["name"], info.name.as_str());
+        assert_eq!(t["type"], info.ty.name());
+        assert_eq!(t["type_id"], info.ty.id());
+        assert_eq!(t["shape"], serde_json::json!(info.dims));
         assert_eq!(t["bytes"].as_u64().unwrap(), info.n_bytes());
         assert_eq!(t["offset"].as_u64().unwrap(), info.offset);
+        total_bytes += info.n_bytes();
     }
+    let by_type = j["by_type"].as_object().unwrap();
+    assert_eq!(by_type["Q4_K"]["bytes"], 288);
+    assert_eq!(by_type["F32"]["tensors"], 2);
+    let bpw = j["bits_per_weight"].as_f64().unwrap();
+    let elements: u64 = f.tensors().iter().map(|t| t.n_elements()).sum();
+    assert_eq!(bpw, total_bytes as f64 * 8.0 / elements as f64);
+    assert_eq!(j["extension_types"], serde_json::json!([]));
     assert_eq!(j["llama_cpp_loadable"], true);
 }
 
@@ -64,18 +91,41 @@ fn exit_codes_for_invalid_files_and_usage() {
     assert_eq!(o.status.code(), Some(1));
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(
-        e.contains("bad.gguf") && e.contains("byte 16") && e.contains("metadata count"),
+        e == format!(
+            "error: invalid GGUF file {}: byte 16: metadata count 25 is larger than the rest \
+             of the file can hold (at most 5)\n",
+            bad.display()
+        ),
         "{e}"
     );
+    assert!(o.stdout.is_empty());
+    // unreadable
+    let o = inspect(&[dir.path().join("missing.gguf").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).starts_with("error: cannot read "));
+    // valid, with and without options
+    for args in [
+        &[][..],
+        &["--json"],
+        &["--tensors", "--full"],
+        &["--json", "--full"],
+    ] {
+        let mut a = vec![fixture()];
+        a.extend(args.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
+        assert_eq!(inspect(&a).status.code(), Some(0), "{args:?}");
+    }
+    // usage errors
     assert_eq!(inspect(&["--no-such-flag"]).status.code(), Some(2));
     assert_eq!(inspect(&[]).status.code(), Some(2));
+    assert_eq!(inspect(&[&fixture(), &fixture()]).status.code(), Some(2));
 }
 
 #[test]
 fn long_arrays_are_abbreviated_and_control_characters_escaped() {
     let mut m = Metadata::new();
     m.insert(
-        "evil\u{1b}[31mkey",
+        "evil\u{1b}[31mkey\u{202e}",
         Value::String("line\nbreak\u{7}".into()),
     )
     .unwrap();
@@ -105,7 +155,8 @@ fn long_arrays_are_abbreviated_and_control_characters_escaped() {
         !text.contains('\u{1b}') && !text.contains('\u{7}'),
         "{text}"
     );
-    assert!(text.contains("evil\\u{1b}[31mkey"), "{text}");
+    assert!(text.contains("evil\\u{1b}[31mkey\\u{202e}"), "{text}");
+    assert!(!text.contains('\u{202e}'), "{text}");
     assert!(text.contains("\"line\\nbreak\\u{7}\""), "{text}");
     assert!(text.contains("w\\tname"), "{text}");
     assert!(

@@ -9,7 +9,10 @@ use qforge::inspect::{render_json, render_text, InspectOptions};
 fuzz_target!(|data: &[u8]| {
     if let Ok(h) = GgufHeader::parse(data) {
         for full in [false, true] {
-            let opts = InspectOptions { tensors: true, full };
+            let opts = InspectOptions {
+                tensors: true,
+                full,
+            };
             let _ = render_text(&h, opts);
             let _ = render_json(&h, opts);
         }

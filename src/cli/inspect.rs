@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::gguf::GgufFile;
+use crate::gguf::{ErrorKind, GgufFile};
 use crate::inspect::{render_json, render_text, InspectOptions};
 
 #[derive(clap::Args, Debug)]
@@ -25,7 +25,11 @@ pub fn run(args: InspectArgs) -> anyhow::Result<i32> {
     let file = match GgufFile::open(&args.file) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("error: invalid GGUF: {e}");
+            // "PATH: byte N: what failed" (or the I/O error for an unreadable file)
+            match e.kind {
+                ErrorKind::Io(_) => eprintln!("error: cannot read {e}"),
+                _ => eprintln!("error: invalid GGUF file {e}"),
+            }
             return Ok(super::EXIT_INVALID);
         }
     };

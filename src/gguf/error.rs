@@ -1,233 +1,161 @@
 //! Reader and writer errors: one kind per check, with the byte offset where the failing item
-//! starts and (when reading a file) the file's path.
+//! starts (when there is one) and, when reading a file, the file's path.
 
 use std::fmt;
 use std::path::PathBuf;
 
-/// Which check failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Which check failed. Every reader check of spec/FORMAT.md §8 has its own variant, so callers
+/// and tests can tell them apart without parsing messages.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ErrorKind {
     /// Needed `needed` more bytes for `what`, only `remaining` left.
+    #[error("{what} needs {needed} bytes but only {remaining} remain (truncated file?)")]
     Truncated {
         what: String,
         needed: u64,
         remaining: u64,
     },
+    #[error("bad magic {0:02x?}: not a GGUF file (expected the bytes \"GGUF\")")]
     BadMagic([u8; 4]),
+    #[error("{}", unsupported_version(*.0))]
     UnsupportedVersion(u32),
     /// The version's low 16 bits are zero: the file was written with the other byte order.
+    #[error(
+        "version field reads {0:#010x}: the file is big-endian (byte-swapped); \
+         qforge reads little-endian GGUF only"
+    )]
     ByteSwapped(u32),
-    /// A count that cannot fit in the remaining bytes (or exceeds a cap).
+    /// A count that cannot fit in the remaining bytes.
+    #[error("{what} {count} is larger than the rest of the file can hold (at most {max})")]
     CountTooLarge {
         what: &'static str,
         count: u64,
         max: u64,
     },
-    StringTooLong {
-        length: u64,
-        max: u64,
-    },
-    ArrayTooLong {
-        length: u64,
-        max: u64,
-    },
-    BadValueType(u32),
-    NestedArray,
-    InvalidUtf8 {
-        what: String,
-    },
+    #[error("{what}: length {length} exceeds the limit of {max} bytes")]
+    StringTooLong { what: String, length: u64, max: u64 },
+    #[error("array '{key}': {length} elements exceed the limit of {max}")]
+    ArrayTooLong { key: String, length: u64, max: u64 },
+    #[error("key '{key}': invalid value type id {id} (valid: 0..=12)")]
+    BadValueType { key: String, id: u32 },
+    #[error("key '{key}': arrays of arrays are not allowed")]
+    NestedArray { key: String },
+    #[error("{what} is not valid UTF-8 (invalid byte at position {valid_up_to})")]
+    InvalidUtf8 { what: String, valid_up_to: u64 },
+    #[error("empty metadata key")]
     EmptyKey,
-    DuplicateKey {
-        key: String,
-    },
-    BadAlignment {
-        found: String,
-    },
+    #[error("duplicate metadata key '{key}'")]
+    DuplicateKey { key: String },
+    #[error("general.alignment has type {actual}; it must be UINT32")]
+    AlignmentType { actual: String },
+    #[error("alignment {value} is not a power of two between 1 and 1 MiB")]
+    BadAlignment { value: u64 },
+    /// Writer: the metadata declares one alignment and the writer was asked for another.
+    #[error("general.alignment in the metadata is {declared} but the writer uses {requested}")]
+    AlignmentMismatch { declared: u32, requested: u64 },
+    #[error("empty tensor name")]
     EmptyTensorName,
-    TensorNameTooLong {
-        name: String,
-        length: u64,
-    },
-    DuplicateTensorName {
-        name: String,
-    },
-    BadDimCount {
-        name: String,
-        n_dims: u32,
-    },
-    NegativeDim {
-        name: String,
-        dim: i64,
-    },
-    ElementCountOverflow {
-        name: String,
-    },
-    UnknownType {
-        name: String,
-        id: u32,
-    },
+    #[error("tensor name '{name}' is {length} bytes; at most 63 are allowed")]
+    TensorNameTooLong { name: String, length: u64 },
+    /// ggml copies names into C strings, so a NUL would silently truncate the name there.
+    #[error("tensor name '{name}' contains a NUL byte")]
+    TensorNameNul { name: String },
+    #[error("duplicate tensor name '{name}'")]
+    DuplicateTensorName { name: String },
+    #[error("tensor '{name}': {n_dims} dimensions (at most 4)")]
+    BadDimCount { name: String, n_dims: u32 },
+    #[error("tensor '{name}': dimension {index} is negative ({dim})")]
+    NegativeDim { name: String, index: u32, dim: i64 },
+    #[error("tensor '{name}': element count overflows a signed 64-bit integer")]
+    ElementCountOverflow { name: String },
+    #[error("tensor '{name}': unknown or removed ggml type id {id}")]
+    UnknownType { name: String, id: u32 },
+    #[error("tensor '{name}': row length {ne0} is not a multiple of {ty}'s block size {block}")]
     BlockMismatch {
         name: String,
         ne0: u64,
         block: u64,
         ty: String,
     },
-    ByteSizeOverflow {
-        name: String,
-    },
+    #[error("tensor '{name}': byte size overflows a signed 64-bit integer")]
+    ByteSizeOverflow { name: String },
+    #[error("tensor '{name}': offset {found} but expected {expected} (the running padded sum)")]
     BadOffset {
         name: String,
         found: u64,
         expected: u64,
     },
+    #[error("tensor '{name}': data ends at byte {end}, past the end of the {file_size}-byte file")]
     DataOutOfBounds {
         name: String,
         end: u64,
         file_size: u64,
     },
-    MissingKey {
-        key: String,
-    },
+    #[error("missing metadata key '{key}'")]
+    MissingKey { key: String },
+    #[error("metadata key '{key}' has type {actual}, expected {expected}")]
     WrongType {
         key: String,
         expected: &'static str,
         actual: String,
     },
     /// Writer: a tensor got more or fewer bytes than its shape and type need.
+    #[error("tensor '{name}': expected {expected} bytes of data, got {got}")]
     TensorSize {
         name: String,
         expected: u64,
         got: u64,
     },
     /// Writer: finished before every tensor was written, or wrote past the last.
-    TensorCount {
-        expected: usize,
-        got: usize,
-    },
+    #[error("expected data for {expected} tensors, got {got}")]
+    TensorCount { expected: usize, got: usize },
     /// Writer: a patched value must encode to the same length as its placeholder.
+    #[error("patched value of '{key}' encodes to {got} bytes, its placeholder to {expected}")]
     PatchLength {
         key: String,
         expected: u64,
         got: u64,
     },
+    #[error("{0}")]
     Io(String),
 }
 
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use ErrorKind::*;
-        match self {
-            Truncated {
-                what,
-                needed,
-                remaining,
-            } => write!(
-                f,
-                "{what} needs {needed} bytes but only {remaining} remain (truncated file?)"
-            ),
-            BadMagic(m) => write!(f, "bad magic {m:02x?}: not a GGUF file (expected \"GGUF\")"),
-            UnsupportedVersion(1) => {
-                write!(f, "GGUF version 1 is no longer supported (only 2 and 3)")
-            }
-            UnsupportedVersion(v) => write!(f, "unsupported GGUF version {v} (only 2 and 3)"),
-            ByteSwapped(v) => write!(
-                f,
-                "version field reads {v:#010x}: the file is big-endian (byte-swapped); qforge reads little-endian GGUF only"
-            ),
-            CountTooLarge { what, count, max } => {
-                write!(f, "{what} {count} is larger than the file can hold (at most {max})")
-            }
-            StringTooLong { length, max } => {
-                write!(f, "string length {length} exceeds the limit ({max})")
-            }
-            ArrayTooLong { length, max } => {
-                write!(f, "array length {length} exceeds the limit ({max})")
-            }
-            BadValueType(t) => write!(f, "invalid value type id {t} (valid: 0..=12)"),
-            NestedArray => write!(f, "nested arrays are not allowed"),
-            InvalidUtf8 { what } => write!(f, "{what} is not valid UTF-8"),
-            EmptyKey => write!(f, "empty metadata key"),
-            DuplicateKey { key } => write!(f, "duplicate metadata key '{key}'"),
-            BadAlignment { found } => write!(
-                f,
-                "general.alignment must be a UINT32 power of two no larger than 1 MiB, found {found}"
-            ),
-            EmptyTensorName => write!(f, "empty tensor name"),
-            TensorNameTooLong { name, length } => write!(
-                f,
-                "tensor name '{name}' is {length} bytes; at most 63 are allowed"
-            ),
-            DuplicateTensorName { name } => write!(f, "duplicate tensor name '{name}'"),
-            BadDimCount { name, n_dims } => {
-                write!(f, "tensor '{name}': {n_dims} dimensions (must be 1..=4)")
-            }
-            NegativeDim { name, dim } => write!(f, "tensor '{name}': negative dimension {dim}"),
-            ElementCountOverflow { name } => {
-                write!(f, "tensor '{name}': element count overflows a signed 64-bit integer")
-            }
-            UnknownType { name, id } => write!(
-                f,
-                "tensor '{name}': unknown or removed ggml type id {id}"
-            ),
-            BlockMismatch { name, ne0, block, ty } => write!(
-                f,
-                "tensor '{name}': row length {ne0} is not a multiple of {ty}'s block size {block}"
-            ),
-            ByteSizeOverflow { name } => write!(f, "tensor '{name}': byte size overflows"),
-            BadOffset {
-                name,
-                found,
-                expected,
-            } => write!(
-                f,
-                "tensor '{name}': offset {found} but expected {expected} (the running padded sum)"
-            ),
-            DataOutOfBounds {
-                name,
-                end,
-                file_size,
-            } => write!(
-                f,
-                "tensor '{name}': data ends at byte {end}, past the end of the {file_size}-byte file"
-            ),
-            MissingKey { key } => write!(f, "missing metadata key '{key}'"),
-            WrongType {
-                key,
-                expected,
-                actual,
-            } => write!(f, "metadata key '{key}' has type {actual}, expected {expected}"),
-            TensorSize {
-                name,
-                expected,
-                got,
-            } => write!(f, "tensor '{name}': expected {expected} bytes of data, got {got}"),
-            TensorCount { expected, got } => {
-                write!(f, "expected data for {expected} tensors, got {got}")
-            }
-            PatchLength { key, expected, got } => write!(
-                f,
-                "patched value of '{key}' encodes to {got} bytes, its placeholder to {expected}"
-            ),
-            Io(e) => write!(f, "{e}"),
-        }
+fn unsupported_version(v: u32) -> String {
+    match v {
+        1 => "GGUF version 1 is no longer supported (only versions 2 and 3 are)".into(),
+        v => format!("unsupported GGUF version {v} (only versions 2 and 3 are)"),
     }
 }
 
 /// A GGUF error: the check that failed, where, and in which file.
+///
+/// Displays as `PATH: byte OFFSET: MESSAGE`, leaving out what is unknown.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GgufError {
     pub kind: ErrorKind,
-    /// Byte offset of the item that failed the check.
-    pub offset: u64,
+    /// Byte offset (from the start of the file) of the item that failed the check. `None` for
+    /// errors not tied to a position (I/O, typed metadata access, writer data errors before a
+    /// position exists).
+    pub offset: Option<u64>,
     pub path: Option<PathBuf>,
 }
 
 impl GgufError {
-    pub fn new(offset: u64, kind: ErrorKind) -> GgufError {
+    /// An error not tied to a byte offset.
+    pub fn new(kind: ErrorKind) -> GgufError {
         GgufError {
             kind,
-            offset,
+            offset: None,
+            path: None,
+        }
+    }
+
+    /// An error about the item starting at byte `offset`.
+    pub fn at(offset: u64, kind: ErrorKind) -> GgufError {
+        GgufError {
+            kind,
+            offset: Some(offset),
             path: None,
         }
     }
@@ -238,7 +166,7 @@ impl GgufError {
     }
 
     pub(crate) fn io(e: std::io::Error) -> GgufError {
-        GgufError::new(0, ErrorKind::Io(e.to_string()))
+        GgufError::new(ErrorKind::Io(e.to_string()))
     }
 }
 
@@ -247,15 +175,10 @@ impl fmt::Display for GgufError {
         if let Some(p) = &self.path {
             write!(f, "{}: ", p.display())?;
         }
-        match &self.kind {
-            ErrorKind::Io(_)
-            | ErrorKind::MissingKey { .. }
-            | ErrorKind::WrongType { .. }
-            | ErrorKind::TensorSize { .. }
-            | ErrorKind::TensorCount { .. }
-            | ErrorKind::PatchLength { .. } => write!(f, "{}", self.kind),
-            _ => write!(f, "byte {}: {}", self.offset, self.kind),
+        if let Some(o) = self.offset {
+            write!(f, "byte {o}: ")?;
         }
+        write!(f, "{}", self.kind)
     }
 }
 

@@ -1,7 +1,12 @@
 //! The strict reader. Every count, length, offset and type is checked against the bytes that
 //! remain (with checked arithmetic) before anything is allocated or handed out; the checks are
-//! listed, numbered, in spec/FORMAT.md.
+//! listed, numbered, in spec/FORMAT.md §8.
+//!
+//! Memory use is bounded by the input: nothing is preallocated from a count beyond
+//! [`PREALLOC_LIMIT`] entries, and every count is first checked against the bytes that remain,
+//! so a header of `n` bytes never costs more than a small constant times `n` bytes of memory.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -13,9 +18,9 @@ use super::GgmlType;
 
 /// `GGUF` as bytes.
 pub const MAGIC: [u8; 4] = *b"GGUF";
-/// Longest string accepted (ggml's GGUF_MAX_STRING_LENGTH).
+/// Longest string accepted, in bytes (ggml's GGUF_MAX_STRING_LENGTH).
 pub const MAX_STRING_LEN: u64 = 1 << 30;
-/// Longest array accepted (ggml's GGUF_MAX_ARRAY_ELEMENTS).
+/// Longest array accepted, in elements (ggml's GGUF_MAX_ARRAY_ELEMENTS).
 pub const MAX_ARRAY_LEN: u64 = 1 << 30;
 /// Largest `general.alignment` accepted (a hardening cap; ggml sets none).
 pub const MAX_ALIGNMENT: u32 = 1 << 20;
@@ -25,17 +30,21 @@ pub const DEFAULT_ALIGNMENT: u64 = 32;
 pub const MAX_NAME_LEN: u64 = 63;
 /// Most dimensions a tensor may have.
 pub const MAX_DIMS: u32 = 4;
-/// Smallest possible encoded KV pair: key length, empty-key-free 1-byte key is checked later,
-/// so: 8 (key length) + 4 (type) + 1 (smallest value).
-const MIN_KV_BYTES: u64 = 13;
-/// Smallest possible tensor info: 8 (name length) + 4 (n_dims) + 4 (type) + 8 (offset).
-const MIN_TENSOR_INFO_BYTES: u64 = 24;
+/// Smallest possible encoded KV pair: key length (8) + a one-byte key (empty keys are
+/// rejected) + type (4) + the smallest value (1).
+const MIN_KV_BYTES: u64 = 14;
+/// Smallest possible tensor info: name length (8) + a one-byte name + n_dims (4) + type (4) +
+/// offset (8).
+const MIN_TENSOR_INFO_BYTES: u64 = 25;
+/// Most entries reserved up front for any list whose length comes from the file; longer lists
+/// grow as their entries are actually read.
+pub const PREALLOC_LIMIT: usize = 4096;
 
 /// One tensor's entry in the header.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorInfo {
     pub name: String,
-    /// ggml dimensions: `dims[0]` is the row length (fastest varying).
+    /// ggml dimensions: `dims[0]` is the row length (fastest varying). Empty for a scalar.
     pub dims: Vec<u64>,
     pub ty: GgmlType,
     /// Offset relative to the start of the data section.
@@ -43,14 +52,19 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
-    /// Number of elements (1 for zero dimensions).
+    /// Number of elements (1 for zero dimensions). Saturates at `u64::MAX` for a hand-made
+    /// info whose shape overflows; the reader never returns such an info.
     pub fn n_elements(&self) -> u64 {
-        self.dims.iter().product()
+        self.dims
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d))
+            .unwrap_or(u64::MAX)
     }
 
-    /// Bytes of data (validated by the reader not to overflow).
+    /// Bytes of data. Validated by the reader; for a hand-made info whose size is not a whole
+    /// number of blocks or overflows, `u64::MAX`.
     pub fn n_bytes(&self) -> u64 {
-        self.ty.bytes_for(self.n_elements()).unwrap_or(0)
+        self.ty.bytes_for(self.n_elements()).unwrap_or(u64::MAX)
     }
 }
 
@@ -61,74 +75,107 @@ pub struct GgufHeader {
     pub alignment: u64,
     pub metadata: Metadata,
     pub tensors: Vec<TensorInfo>,
-    /// Absolute offset of the data section.
+    /// Absolute offset of the data section: the end of the tensor infos padded to the
+    /// alignment.
     pub data_offset: u64,
     /// Size of the buffer the header was validated against.
     pub file_size: u64,
 }
 
+/// A bounds-checked little-endian reader over the file image. Descriptions of what is being
+/// read are closures, so the success path formats nothing.
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Cursor<'a> {
+    fn pos(&self) -> u64 {
+        self.pos as u64
+    }
+
     fn remaining(&self) -> u64 {
         (self.buf.len() - self.pos) as u64
     }
 
-    fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8], GgufError> {
+    fn take(&mut self, n: u64, what: impl FnOnce() -> String) -> Result<&'a [u8], GgufError> {
         if n > self.remaining() {
-            return Err(GgufError::new(
-                self.pos as u64,
+            return Err(GgufError::at(
+                self.pos(),
                 ErrorKind::Truncated {
-                    what: what.to_string(),
+                    what: what(),
                     needed: n,
                     remaining: self.remaining(),
                 },
             ));
         }
+        // n <= remaining <= usize::MAX
         let s = &self.buf[self.pos..self.pos + n as usize];
         self.pos += n as usize;
         Ok(s)
     }
 
-    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], GgufError> {
-        Ok(self.take(N as u64, what)?.try_into().expect("N bytes"))
+    fn array<const N: usize>(
+        &mut self,
+        what: impl FnOnce() -> String,
+    ) -> Result<[u8; N], GgufError> {
+        let s = self.take(N as u64, what)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
     }
 
-    fn u32(&mut self, what: &str) -> Result<u32, GgufError> {
-        Ok(u32::from_le_bytes(self.array(what)?))
+    fn u32(&mut self, what: impl FnOnce() -> String) -> Result<u32, GgufError> {
+        self.array(what).map(u32::from_le_bytes)
     }
 
-    fn u64(&mut self, what: &str) -> Result<u64, GgufError> {
-        Ok(u64::from_le_bytes(self.array(what)?))
+    fn u64(&mut self, what: impl FnOnce() -> String) -> Result<u64, GgufError> {
+        self.array(what).map(u64::from_le_bytes)
     }
 
-    fn string(&mut self, what: &str) -> Result<String, GgufError> {
-        let at = self.pos as u64;
-        let len = self.u64(&format!("{what} length"))?;
+    /// A string: u64 length (≤ MAX_STRING_LEN and ≤ remaining), then UTF-8 bytes. Errors are
+    /// reported at the string's length field.
+    fn str(&mut self, what: impl Fn() -> String) -> Result<&'a str, GgufError> {
+        let at = self.pos();
+        let len = self.u64(|| format!("length of {}", what()))?;
         if len > MAX_STRING_LEN {
-            return Err(GgufError::new(
+            return Err(GgufError::at(
                 at,
                 ErrorKind::StringTooLong {
+                    what: what(),
                     length: len,
                     max: MAX_STRING_LEN,
                 },
             ));
         }
-        let bytes = self.take(len, what)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| {
-            GgufError::new(
+        let bytes = self.take(len, &what)?;
+        std::str::from_utf8(bytes).map_err(|e| {
+            GgufError::at(
                 at,
                 ErrorKind::InvalidUtf8 {
-                    what: what.to_string(),
+                    what: what(),
+                    valid_up_to: e.valid_up_to() as u64,
                 },
             )
         })
     }
 
-    fn scalar(&mut self, ty: ValueType, what: &str) -> Result<Value, GgufError> {
+    fn value_type(&mut self, key: &str, what: &str) -> Result<ValueType, GgufError> {
+        let at = self.pos();
+        let id = self.u32(|| format!("{what} of '{key}'"))?;
+        ValueType::from_id(id).ok_or_else(|| {
+            GgufError::at(
+                at,
+                ErrorKind::BadValueType {
+                    key: key.to_string(),
+                    id,
+                },
+            )
+        })
+    }
+
+    fn scalar(&mut self, ty: ValueType, key: &str) -> Result<Value, GgufError> {
+        let what = || format!("value of '{key}'");
         Ok(match ty {
             ValueType::U8 => Value::U8(self.array::<1>(what)?[0]),
             ValueType::I8 => Value::I8(self.array::<1>(what)?[0] as i8),
@@ -138,97 +185,100 @@ impl<'a> Cursor<'a> {
             ValueType::I32 => Value::I32(i32::from_le_bytes(self.array(what)?)),
             ValueType::F32 => Value::F32(f32::from_le_bytes(self.array(what)?)),
             ValueType::Bool => Value::Bool(self.array::<1>(what)?[0] != 0),
-            ValueType::String => Value::String(self.string(what)?),
+            ValueType::String => Value::String(self.str(what)?.to_owned()),
             ValueType::U64 => Value::U64(u64::from_le_bytes(self.array(what)?)),
             ValueType::I64 => Value::I64(i64::from_le_bytes(self.array(what)?)),
             ValueType::F64 => Value::F64(f64::from_le_bytes(self.array(what)?)),
-            ValueType::Array => unreachable!("arrays are read by value()"),
+            ValueType::Array => {
+                return Err(GgufError::at(
+                    self.pos(),
+                    ErrorKind::NestedArray {
+                        key: key.to_string(),
+                    },
+                ))
+            }
         })
     }
 
-    fn value_type(&mut self, what: &str) -> Result<ValueType, GgufError> {
-        let at = self.pos as u64;
-        let id = self.u32(what)?;
-        ValueType::from_id(id).ok_or_else(|| GgufError::new(at, ErrorKind::BadValueType(id)))
+    /// `n` fixed-size elements, already bounded by the remaining bytes.
+    fn fixed<T, const N: usize>(
+        &mut self,
+        n: u64,
+        key: &str,
+        conv: impl Fn([u8; N]) -> T,
+    ) -> Result<Vec<T>, GgufError> {
+        let bytes = self.take(n * N as u64, || format!("elements of '{key}'"))?;
+        Ok(bytes
+            .chunks_exact(N)
+            .map(|c| {
+                let mut a = [0u8; N];
+                a.copy_from_slice(c);
+                conv(a)
+            })
+            .collect())
     }
 
     fn value(&mut self, key: &str) -> Result<Value, GgufError> {
-        let what = format!("value of '{key}'");
-        let ty = self.value_type(&format!("type of '{key}'"))?;
+        let ty = self.value_type(key, "type")?;
         if ty != ValueType::Array {
-            return self.scalar(ty, &what);
+            return self.scalar(ty, key);
         }
-        let at = self.pos as u64;
-        let elem = self.value_type(&format!("element type of '{key}'"))?;
+        let elem_at = self.pos();
+        let elem = self.value_type(key, "element type")?;
         if elem == ValueType::Array {
-            return Err(GgufError::new(at, ErrorKind::NestedArray));
+            return Err(GgufError::at(
+                elem_at,
+                ErrorKind::NestedArray {
+                    key: key.to_string(),
+                },
+            ));
         }
-        let len_at = self.pos as u64;
-        let n = self.u64(&format!("length of '{key}'"))?;
+        let len_at = self.pos();
+        let n = self.u64(|| format!("length of '{key}'"))?;
         if n > MAX_ARRAY_LEN {
-            return Err(GgufError::new(
+            return Err(GgufError::at(
                 len_at,
                 ErrorKind::ArrayTooLong {
+                    key: key.to_string(),
                     length: n,
                     max: MAX_ARRAY_LEN,
                 },
             ));
         }
-        // Every element needs at least this many bytes, so the count is bounded by the file
-        // before anything is allocated.
+        // Every element needs at least this many bytes (a string its length field), so the
+        // count is bounded by the file before anything is allocated.
         let min_elem = elem.fixed_size().unwrap_or(8) as u64;
-        if n.saturating_mul(min_elem) > self.remaining() {
-            return Err(GgufError::new(
+        let needed = n * min_elem; // n <= 2^30, min_elem <= 8: no overflow
+        if needed > self.remaining() {
+            return Err(GgufError::at(
                 len_at,
                 ErrorKind::Truncated {
                     what: format!("{n} elements of '{key}'"),
-                    needed: n.saturating_mul(min_elem),
+                    needed,
                     remaining: self.remaining(),
                 },
             ));
         }
-        let n = n as usize;
-        macro_rules! fixed {
-            ($variant:ident, $t:ty) => {{
-                let bytes = self.take((n * size_of::<$t>()) as u64, &what)?;
-                Array::$variant(
-                    bytes
-                        .chunks_exact(size_of::<$t>())
-                        .map(|c| <$t>::from_le_bytes(c.try_into().expect("sized chunk")))
-                        .collect(),
-                )
-            }};
-        }
         let arr = match elem {
-            ValueType::U8 => Array::U8(self.take(n as u64, &what)?.to_vec()),
-            ValueType::I8 => Array::I8(
-                self.take(n as u64, &what)?
-                    .iter()
-                    .map(|&b| b as i8)
-                    .collect(),
-            ),
-            ValueType::Bool => Array::Bool(
-                self.take(n as u64, &what)?
-                    .iter()
-                    .map(|&b| b != 0)
-                    .collect(),
-            ),
-            ValueType::U16 => fixed!(U16, u16),
-            ValueType::I16 => fixed!(I16, i16),
-            ValueType::U32 => fixed!(U32, u32),
-            ValueType::I32 => fixed!(I32, i32),
-            ValueType::F32 => fixed!(F32, f32),
-            ValueType::U64 => fixed!(U64, u64),
-            ValueType::I64 => fixed!(I64, i64),
-            ValueType::F64 => fixed!(F64, f64),
+            ValueType::U8 => Array::U8(self.fixed(n, key, |[b]: [u8; 1]| b)?),
+            ValueType::I8 => Array::I8(self.fixed(n, key, |[b]: [u8; 1]| b as i8)?),
+            ValueType::Bool => Array::Bool(self.fixed(n, key, |[b]: [u8; 1]| b != 0)?),
+            ValueType::U16 => Array::U16(self.fixed(n, key, u16::from_le_bytes)?),
+            ValueType::I16 => Array::I16(self.fixed(n, key, i16::from_le_bytes)?),
+            ValueType::U32 => Array::U32(self.fixed(n, key, u32::from_le_bytes)?),
+            ValueType::I32 => Array::I32(self.fixed(n, key, i32::from_le_bytes)?),
+            ValueType::F32 => Array::F32(self.fixed(n, key, f32::from_le_bytes)?),
+            ValueType::U64 => Array::U64(self.fixed(n, key, u64::from_le_bytes)?),
+            ValueType::I64 => Array::I64(self.fixed(n, key, i64::from_le_bytes)?),
+            ValueType::F64 => Array::F64(self.fixed(n, key, f64::from_le_bytes)?),
             ValueType::String => {
-                let mut v = Vec::with_capacity(n);
+                let mut v = Vec::with_capacity((n as usize).min(PREALLOC_LIMIT));
                 for i in 0..n {
-                    v.push(self.string(&format!("element {i} of '{key}'"))?);
+                    v.push(self.str(|| format!("element {i} of '{key}'"))?.to_owned());
                 }
                 Array::String(v)
             }
-            ValueType::Array => unreachable!("checked above"),
+            ValueType::Array => unreachable!("rejected above"),
         };
         Ok(Value::Array(arr))
     }
@@ -239,26 +289,28 @@ fn pad(x: u64, align: u64) -> Option<u64> {
 }
 
 impl GgufHeader {
-    /// Parse and validate the header of a whole GGUF file image.
+    /// Parse and validate a whole GGUF file image: the header and that every tensor's data
+    /// lies inside `buf`. Applies every check of spec/FORMAT.md §8 before returning.
     pub fn parse(buf: &[u8]) -> Result<GgufHeader, GgufError> {
         let file_size = buf.len() as u64;
         let mut c = Cursor { buf, pos: 0 };
-        let magic: [u8; 4] = c.array("magic")?;
+        let magic: [u8; 4] = c.array(|| "magic".into())?;
         if magic != MAGIC {
-            return Err(GgufError::new(0, ErrorKind::BadMagic(magic)));
+            return Err(GgufError::at(0, ErrorKind::BadMagic(magic)));
         }
-        let version = c.u32("version")?;
+        let version = c.u32(|| "version".into())?;
         if version != 0 && version & 0xFFFF == 0 {
-            return Err(GgufError::new(4, ErrorKind::ByteSwapped(version)));
+            return Err(GgufError::at(4, ErrorKind::ByteSwapped(version)));
         }
         if version != 2 && version != 3 {
-            return Err(GgufError::new(4, ErrorKind::UnsupportedVersion(version)));
+            return Err(GgufError::at(4, ErrorKind::UnsupportedVersion(version)));
         }
-        let n_tensors = c.u64("tensor count")?;
-        let n_kv = c.u64("metadata count")?;
+        let n_tensors = c.u64(|| "tensor count".into())?;
+        let n_kv = c.u64(|| "metadata count".into())?;
+        // Both lists follow, so together they must fit in what remains.
         let max_kv = c.remaining() / MIN_KV_BYTES;
         if n_kv > max_kv {
-            return Err(GgufError::new(
+            return Err(GgufError::at(
                 16,
                 ErrorKind::CountTooLarge {
                     what: "metadata count",
@@ -267,37 +319,9 @@ impl GgufHeader {
                 },
             ));
         }
-        let mut metadata = Metadata::new();
-        let mut alignment_at = None;
-        for _ in 0..n_kv {
-            let at = c.pos as u64;
-            let key = c.string("metadata key")?;
-            if key.is_empty() {
-                return Err(GgufError::new(at, ErrorKind::EmptyKey));
-            }
-            let value = c.value(&key)?;
-            if key == "general.alignment" {
-                alignment_at = Some(at);
-            }
-            metadata
-                .insert(&key, value)
-                .map_err(|e| GgufError::new(at, e.kind))?;
-        }
-        let alignment = match (metadata.get("general.alignment"), alignment_at) {
-            (None, _) => DEFAULT_ALIGNMENT,
-            (Some(Value::U32(a)), _) if a.is_power_of_two() && *a <= MAX_ALIGNMENT => *a as u64,
-            (Some(v), at) => {
-                return Err(GgufError::new(
-                    at.unwrap_or(0),
-                    ErrorKind::BadAlignment {
-                        found: format!("{} {:?}", v.type_name(), v),
-                    },
-                ))
-            }
-        };
-        let max_tensors = c.remaining() / MIN_TENSOR_INFO_BYTES;
+        let max_tensors = (c.remaining() - n_kv * MIN_KV_BYTES) / MIN_TENSOR_INFO_BYTES;
         if n_tensors > max_tensors {
-            return Err(GgufError::new(
+            return Err(GgufError::at(
                 8,
                 ErrorKind::CountTooLarge {
                     what: "tensor count",
@@ -306,46 +330,102 @@ impl GgufHeader {
                 },
             ));
         }
-        let mut tensors: Vec<TensorInfo> = Vec::with_capacity(n_tensors as usize);
-        let mut names = std::collections::HashSet::with_capacity(n_tensors as usize);
-        let mut expected_offset = 0u64;
-        let mut info_offsets = Vec::with_capacity(n_tensors as usize);
-        for _ in 0..n_tensors {
-            let at = c.pos as u64;
-            info_offsets.push(at);
-            let name = c.string("tensor name")?;
-            if name.is_empty() {
-                return Err(GgufError::new(at, ErrorKind::EmptyTensorName));
+
+        let mut metadata = Metadata::new();
+        let mut alignment_at = 0;
+        for _ in 0..n_kv {
+            let at = c.pos();
+            let key = c.str(|| "metadata key".into())?;
+            if key.is_empty() {
+                return Err(GgufError::at(at, ErrorKind::EmptyKey));
             }
-            if name.len() as u64 > MAX_NAME_LEN {
-                return Err(GgufError::new(
+            if metadata.get(key).is_some() {
+                return Err(GgufError::at(
                     at,
-                    ErrorKind::TensorNameTooLong {
-                        length: name.len() as u64,
-                        name,
+                    ErrorKind::DuplicateKey {
+                        key: key.to_string(),
                     },
                 ));
             }
-            if !names.insert(name.clone()) {
-                return Err(GgufError::new(at, ErrorKind::DuplicateTensorName { name }));
+            let value = c.value(key)?;
+            if key == "general.alignment" {
+                alignment_at = at;
             }
-            let dims_at = c.pos as u64;
-            let n_dims = c.u32(&format!("dimension count of '{name}'"))?;
+            metadata
+                .insert(key, value)
+                .map_err(|e| GgufError::at(at, e.kind))?;
+        }
+        let alignment = match metadata.get("general.alignment") {
+            None => DEFAULT_ALIGNMENT,
+            Some(Value::U32(a)) if a.is_power_of_two() && *a <= MAX_ALIGNMENT => *a as u64,
+            Some(Value::U32(a)) => {
+                return Err(GgufError::at(
+                    alignment_at,
+                    ErrorKind::BadAlignment { value: *a as u64 },
+                ))
+            }
+            Some(v) => {
+                return Err(GgufError::at(
+                    alignment_at,
+                    ErrorKind::AlignmentType {
+                        actual: v.type_name(),
+                    },
+                ))
+            }
+        };
+
+        let cap = (n_tensors as usize).min(PREALLOC_LIMIT);
+        let mut tensors: Vec<TensorInfo> = Vec::with_capacity(cap);
+        let mut info_offsets = Vec::with_capacity(cap);
+        // Names borrow from the file image: the duplicate check allocates nothing per name.
+        let mut names: HashSet<&str> = HashSet::with_capacity(cap);
+        let mut expected_offset = 0u64;
+        for _ in 0..n_tensors {
+            let at = c.pos();
+            let name = c.str(|| "tensor name".into())?;
+            let err = |offset, kind| Err(GgufError::at(offset, kind));
+            if name.is_empty() {
+                return err(at, ErrorKind::EmptyTensorName);
+            }
+            if name.len() as u64 > MAX_NAME_LEN {
+                return err(
+                    at,
+                    ErrorKind::TensorNameTooLong {
+                        name: name.to_string(),
+                        length: name.len() as u64,
+                    },
+                );
+            }
+            if name.contains('\0') {
+                let name = name.to_string();
+                return err(at, ErrorKind::TensorNameNul { name });
+            }
+            if !names.insert(name) {
+                let name = name.to_string();
+                return err(at, ErrorKind::DuplicateTensorName { name });
+            }
+            let name_owned = || name.to_string();
+
+            let dims_at = c.pos();
+            let n_dims = c.u32(|| format!("dimension count of '{name}'"))?;
             if n_dims > MAX_DIMS {
-                return Err(GgufError::new(
-                    dims_at,
-                    ErrorKind::BadDimCount { name, n_dims },
-                ));
+                let name = name_owned();
+                return err(dims_at, ErrorKind::BadDimCount { name, n_dims });
             }
             let mut dims = Vec::with_capacity(n_dims as usize);
-            for _ in 0..n_dims {
-                let d_at = c.pos as u64;
-                let d = c.u64(&format!("dimension of '{name}'"))? as i64;
+            for index in 0..n_dims {
+                let d_at = c.pos();
+                let d = c.u64(|| format!("dimension {index} of '{name}'"))? as i64;
                 if d < 0 {
-                    return Err(GgufError::new(
+                    let name = name_owned();
+                    return err(
                         d_at,
-                        ErrorKind::NegativeDim { name, dim: d },
-                    ));
+                        ErrorKind::NegativeDim {
+                            name,
+                            index,
+                            dim: d,
+                        },
+                    );
                 }
                 dims.push(d as u64);
             }
@@ -353,56 +433,62 @@ impl GgufHeader {
                 acc.checked_mul(d).filter(|&p| p <= i64::MAX as u64)
             });
             let Some(n_elements) = n_elements else {
-                return Err(GgufError::new(
-                    dims_at,
-                    ErrorKind::ElementCountOverflow { name },
-                ));
+                let name = name_owned();
+                return err(dims_at, ErrorKind::ElementCountOverflow { name });
             };
-            let ty_at = c.pos as u64;
-            let id = c.u32(&format!("type of '{name}'"))?;
+
+            let ty_at = c.pos();
+            let id = c.u32(|| format!("type of '{name}'"))?;
             let Some(ty) = GgmlType::from_id(id) else {
-                return Err(GgufError::new(ty_at, ErrorKind::UnknownType { name, id }));
+                let name = name_owned();
+                return err(ty_at, ErrorKind::UnknownType { name, id });
             };
             let ne0 = dims.first().copied().unwrap_or(1);
             if ne0 % ty.block_size() != 0 {
-                return Err(GgufError::new(
+                return err(
                     ty_at,
                     ErrorKind::BlockMismatch {
-                        name,
+                        name: name_owned(),
                         ne0,
                         block: ty.block_size(),
                         ty: ty.name(),
                     },
-                ));
+                );
             }
             let Some(n_bytes) = ty.bytes_for(n_elements).filter(|&b| b <= i64::MAX as u64) else {
-                return Err(GgufError::new(ty_at, ErrorKind::ByteSizeOverflow { name }));
+                let name = name_owned();
+                return err(ty_at, ErrorKind::ByteSizeOverflow { name });
             };
-            let off_at = c.pos as u64;
-            let offset = c.u64(&format!("offset of '{name}'"))?;
+
+            let off_at = c.pos();
+            let offset = c.u64(|| format!("offset of '{name}'"))?;
             if offset != expected_offset {
-                return Err(GgufError::new(
+                return err(
                     off_at,
                     ErrorKind::BadOffset {
-                        name,
+                        name: name_owned(),
                         found: offset,
                         expected: expected_offset,
                     },
-                ));
+                );
             }
-            expected_offset = pad(n_bytes, alignment)
-                .and_then(|p| expected_offset.checked_add(p))
-                .ok_or_else(|| {
-                    GgufError::new(off_at, ErrorKind::ByteSizeOverflow { name: name.clone() })
-                })?;
+            let Some(next) = pad(n_bytes, alignment).and_then(|p| expected_offset.checked_add(p))
+            else {
+                let name = name_owned();
+                return err(off_at, ErrorKind::ByteSizeOverflow { name });
+            };
+            expected_offset = next;
+            info_offsets.push(at);
             tensors.push(TensorInfo {
-                name,
+                name: name_owned(),
                 dims,
                 ty,
                 offset,
             });
         }
-        let data_offset = pad(c.pos as u64, alignment).expect("position is small");
+
+        // pos <= buf.len() <= isize::MAX and alignment <= 2^20: cannot overflow.
+        let data_offset = c.pos().div_ceil(alignment) * alignment;
         for (t, &at) in tensors.iter().zip(&info_offsets) {
             let end = data_offset
                 .checked_add(t.offset)
@@ -410,7 +496,7 @@ impl GgufHeader {
             match end {
                 Some(end) if end <= file_size => {}
                 _ => {
-                    return Err(GgufError::new(
+                    return Err(GgufError::at(
                         at,
                         ErrorKind::DataOutOfBounds {
                             name: t.name.clone(),
@@ -430,6 +516,11 @@ impl GgufHeader {
             file_size,
         })
     }
+
+    /// Index of the tensor called `name` (a linear scan; [`GgufFile`] keeps an index).
+    pub fn tensor_index(&self, name: &str) -> Option<usize> {
+        self.tensors.iter().position(|t| t.name == name)
+    }
 }
 
 /// A memory-mapped, validated GGUF file with zero-copy tensor views.
@@ -437,6 +528,7 @@ pub struct GgufFile {
     path: PathBuf,
     map: Option<Mmap>,
     header: GgufHeader,
+    by_name: HashMap<String, usize>,
 }
 
 impl std::fmt::Debug for GgufFile {
@@ -453,24 +545,33 @@ impl GgufFile {
     pub fn open(path: &Path) -> Result<GgufFile, GgufError> {
         let with_path = |e: GgufError| e.with_path(path);
         let file = File::open(path).map_err(|e| with_path(GgufError::io(e)))?;
-        let len = file
-            .metadata()
-            .map_err(|e| with_path(GgufError::io(e)))?
-            .len();
-        let map = if len == 0 {
-            None
+        let meta = file.metadata().map_err(|e| with_path(GgufError::io(e)))?;
+        if !meta.is_file() {
+            return Err(with_path(GgufError::new(ErrorKind::Io(
+                "not a regular file".into(),
+            ))));
+        }
+        let map = if meta.len() == 0 {
+            None // mapping an empty file fails on some platforms; it is just too short
         } else {
-            // SAFETY: read-only private mapping; the file is not modified by qforge while
-            // mapped. A concurrent truncation by another process could fault, the standard
-            // caveat of mmap readers.
+            // SAFETY: a read-only private mapping of a regular file. qforge never writes to a
+            // file it has mapped; another process truncating it while mapped could fault
+            // (SIGBUS), the standard caveat of every mmap-based reader, llama.cpp's included.
             Some(unsafe { Mmap::map(&file) }.map_err(|e| with_path(GgufError::io(e)))?)
         };
         let bytes: &[u8] = map.as_deref().unwrap_or(&[]);
         let header = GgufHeader::parse(bytes).map_err(with_path)?;
+        let by_name = header
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
         Ok(GgufFile {
             path: path.to_path_buf(),
             map,
             header,
+            by_name,
         })
     }
 
@@ -490,6 +591,7 @@ impl GgufFile {
         self.header.alignment
     }
 
+    /// Absolute offset of the data section.
     pub fn data_offset(&self) -> u64 {
         self.header.data_offset
     }
@@ -508,30 +610,42 @@ impl GgufFile {
 
     /// Index and info of the tensor called `name`.
     pub fn tensor_by_name(&self, name: &str) -> Option<(usize, &TensorInfo)> {
-        self.header
-            .tensors
-            .iter()
-            .enumerate()
-            .find(|(_, t)| t.name == name)
+        let &i = self.by_name.get(name)?;
+        Some((i, &self.header.tensors[i]))
     }
 
-    /// The data of tensor `index` (zero-copy; bounds were validated at open).
+    /// The data of tensor `index`: exactly `n_bytes` bytes, without padding (zero-copy; bounds
+    /// were validated at open).
+    ///
+    /// # Panics
+    /// If `index >= tensors().len()`.
     pub fn tensor_data(&self, index: usize) -> &[u8] {
         let t = &self.header.tensors[index];
+        // validated: data_offset + offset + n_bytes <= file size
         let start = (self.header.data_offset + t.offset) as usize;
         let bytes: &[u8] = self.map.as_deref().unwrap_or(&[]);
         &bytes[start..start + t.n_bytes() as usize]
     }
 
+    /// The info and data of the tensor called `name`.
+    pub fn tensor(&self, name: &str) -> Option<(&TensorInfo, &[u8])> {
+        let (i, t) = self.tensor_by_name(name)?;
+        Some((t, self.tensor_data(i)))
+    }
+
     /// Drop the pages of a tensor's data from resident memory (they are re-read if touched).
     pub fn release(&self, index: usize) {
         let Some(map) = &self.map else { return };
-        let t = &self.header.tensors[index];
+        let Some(t) = self.header.tensors.get(index) else {
+            return;
+        };
         let page = 4096u64;
         let start = (self.header.data_offset + t.offset).div_ceil(page) * page;
         let end = (self.header.data_offset + t.offset + t.n_bytes()) / page * page;
         if end > start {
-            // SAFETY: DONTNEED on a read-only file-backed mapping only drops clean pages.
+            // SAFETY: DONTNEED on a read-only, file-backed private mapping only drops clean
+            // pages, which the kernel re-reads from the file on the next access; no Rust
+            // reference observes different contents.
             let _ = unsafe {
                 map.unchecked_advise_range(
                     memmap2::UncheckedAdvice::DontNeed,

@@ -251,6 +251,45 @@ impl<'a> FromValue<'a> for &'a str {
     }
 }
 
+impl FromValue<'_> for String {
+    const EXPECTED: &'static str = "STRING";
+    fn from_value(v: &Value) -> Option<Self> {
+        match v {
+            Value::String(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+}
+
+macro_rules! from_array {
+    ($t:ty, $variant:ident, $name:literal) => {
+        impl<'a> FromValue<'a> for &'a [$t] {
+            const EXPECTED: &'static str = $name;
+            fn from_value(v: &'a Value) -> Option<Self> {
+                match v {
+                    Value::Array(Array::$variant(x)) => Some(x.as_slice()),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+// Typed array access checks the element type before anything is read as that type (the
+// mistake behind llama.cpp#26690).
+from_array!(u8, U8, "ARRAY[UINT8]");
+from_array!(i8, I8, "ARRAY[INT8]");
+from_array!(u16, U16, "ARRAY[UINT16]");
+from_array!(i16, I16, "ARRAY[INT16]");
+from_array!(u32, U32, "ARRAY[UINT32]");
+from_array!(i32, I32, "ARRAY[INT32]");
+from_array!(f32, F32, "ARRAY[FLOAT32]");
+from_array!(bool, Bool, "ARRAY[BOOL]");
+from_array!(String, String, "ARRAY[STRING]");
+from_array!(u64, U64, "ARRAY[UINT64]");
+from_array!(i64, I64, "ARRAY[INT64]");
+from_array!(f64, F64, "ARRAY[FLOAT64]");
+
 impl<'a> FromValue<'a> for &'a Array {
     const EXPECTED: &'static str = "ARRAY";
     fn from_value(v: &'a Value) -> Option<Self> {
@@ -276,15 +315,12 @@ impl Metadata {
     /// Add a key. Empty and duplicate keys are refused (the reader refuses them too).
     pub fn insert(&mut self, key: &str, value: Value) -> Result<(), GgufError> {
         if key.is_empty() {
-            return Err(GgufError::new(0, ErrorKind::EmptyKey));
+            return Err(GgufError::new(ErrorKind::EmptyKey));
         }
         if self.index.contains_key(key) {
-            return Err(GgufError::new(
-                0,
-                ErrorKind::DuplicateKey {
-                    key: key.to_string(),
-                },
-            ));
+            return Err(GgufError::new(ErrorKind::DuplicateKey {
+                key: key.to_string(),
+            }));
         }
         self.index.insert(key.to_string(), self.entries.len());
         self.entries.push((key.to_string(), value));
@@ -306,26 +342,22 @@ impl Metadata {
         self.index.get(key).map(|&i| &self.entries[i].1)
     }
 
-    /// Typed access: the value of `key` if it has exactly type `T`. A missing key or another
-    /// type is an error naming the key and both types.
+    /// Typed access: the value of `key` if it has exactly type `T` (no numeric conversions).
+    /// `T` is one of the scalar types, `&str`, `String`, `&Array`, or a slice `&[E]` of an
+    /// array's element type. A missing key or another type is an error naming the key and both
+    /// types, e.g. "metadata key 'x' has type FLOAT32, expected UINT32".
     pub fn get_as<'a, T: FromValue<'a>>(&'a self, key: &str) -> Result<T, GgufError> {
         let v = self.get(key).ok_or_else(|| {
-            GgufError::new(
-                0,
-                ErrorKind::MissingKey {
-                    key: key.to_string(),
-                },
-            )
+            GgufError::new(ErrorKind::MissingKey {
+                key: key.to_string(),
+            })
         })?;
         T::from_value(v).ok_or_else(|| {
-            GgufError::new(
-                0,
-                ErrorKind::WrongType {
-                    key: key.to_string(),
-                    expected: T::EXPECTED,
-                    actual: v.type_name(),
-                },
-            )
+            GgufError::new(ErrorKind::WrongType {
+                key: key.to_string(),
+                expected: T::EXPECTED,
+                actual: v.type_name(),
+            })
         })
     }
 
