@@ -1,52 +1,126 @@
-//! Per-architecture knowledge: which HF architectures we convert, HF → GGUF tensor names,
-//! per-tensor transforms (the Q/K rotary permutation), and the hyperparameters llama.cpp
-//! reads. No I/O.
+//! Per-architecture knowledge, one module per model family — the way llama.cpp keeps
+//! `conversion/<family>.py`. A family says which `config.json` architectures it converts and,
+//! for one checkpoint, implements [`Architecture`]: the hyperparameter keys with llama.cpp's
+//! value types, HF → GGUF tensor names with per-tensor transforms, the tensors llama.cpp
+//! requires and the shapes it checks, and tensors generated from the config. No I/O.
+//!
+//! Adding an architecture is one module here (plus its entry in [`FAMILIES`]) and a fixture.
 
+pub mod hparams;
+pub mod llama;
+pub mod qwen;
+
+use crate::gguf::Value;
+use crate::source::tokenizer::Vocab;
 use crate::source::HfConfig;
 
-/// Architectures qforge converts, by their `config.json` `architectures` name.
-pub const SUPPORTED: &[&str] = &["LlamaForCausalLM", "MistralForCausalLM"];
+pub use hparams::{ClassDefaults, TextHparams};
+pub use llama::{llama3_rope_freqs, LlamaParams};
 
-/// A supported architecture. Both are llama.cpp's `llama` architecture.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Arch {
-    Llama,
-    Mistral,
+/// Builds the conversion rules for a checkpoint whose first architecture is the given name.
+pub type BuildFn = fn(hf_name: &str, config: &HfConfig) -> Result<Box<dyn Architecture>, ArchError>;
+
+/// A model family: the `config.json` architecture names it owns and how to build the
+/// conversion rules for one checkpoint.
+pub struct Family {
+    /// `architectures[0]` values this family converts.
+    pub hf_names: &'static [&'static str],
+    /// The rules for a checkpoint whose first architecture is `hf_name`.
+    pub build: BuildFn,
+}
+
+/// Every family qforge converts, in the order `supported()` lists them.
+pub const FAMILIES: &[&Family] = &[&llama::FAMILY, &qwen::FAMILY];
+
+/// Every supported `architectures` name.
+pub fn supported() -> Vec<&'static str> {
+    FAMILIES
+        .iter()
+        .flat_map(|f| f.hf_names.iter().copied())
+        .collect()
+}
+
+/// The conversion rules for a checkpoint, from its config's first architecture.
+pub fn detect(config: &HfConfig) -> Result<Box<dyn Architecture>, ArchError> {
+    let Some(name) = config.architectures.first() else {
+        return Err(ArchError::Unsupported {
+            found: "(none: config.json has no \"architectures\")".to_string(),
+        });
+    };
+    for family in FAMILIES {
+        if family.hf_names.contains(&name.as_str()) {
+            return (family.build)(name, config);
+        }
+    }
+    Err(ArchError::Unsupported {
+        found: name.to_string(),
+    })
 }
 
 /// Errors deciding how to convert a model. Messages name the key or tensor.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ArchError {
-    #[error("unsupported architecture {found} (supported: {})", SUPPORTED.join(", "))]
+    #[error("unsupported architecture {found} (supported: {})", supported().join(", "))]
     Unsupported { found: String },
     #[error("config.json: missing or invalid '{key}'")]
     MissingKey { key: &'static str },
     #[error("config.json: {0}")]
     Invalid(String),
-    #[error("tensor '{name}': no GGUF name for it in the llama architecture")]
-    UnknownTensor { name: String },
+    #[error("tensor '{name}': no GGUF name for it in the {arch} architecture")]
+    UnknownTensor { name: String, arch: &'static str },
 }
 
-impl Arch {
-    /// The architecture of a checkpoint's config.
-    pub fn detect(config: &HfConfig) -> Result<Arch, ArchError> {
-        match config.architectures.first().map(String::as_str) {
-            Some("LlamaForCausalLM") | Some("LLaMAForCausalLM") => Ok(Arch::Llama),
-            Some("MistralForCausalLM") => Ok(Arch::Mistral),
-            Some(other) => Err(ArchError::Unsupported {
-                found: other.to_string(),
-            }),
-            None => Err(ArchError::Unsupported {
-                found: "(none: config.json has no \"architectures\")".to_string(),
-            }),
-        }
+/// What llama-quantize's type rules need to know about the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuantHints {
+    pub n_layer: u32,
+    pub n_head: u32,
+    pub n_head_kv: u32,
+    /// `{arch}.expert_count` (0 for dense models).
+    pub n_expert: u32,
+    /// llama.cpp types the model LLM_TYPE_70B (one attn_v rule depends on it).
+    pub is_70b: bool,
+}
+
+/// Inputs to the hyperparameter keys that come from outside config.json.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyContext {
+    /// `general.file_type`, written among the hyperparameters as llama.cpp's converter does.
+    pub file_type: u32,
+    /// Entries in `tokenizer.ggml.tokens`.
+    pub n_vocab: u32,
+}
+
+/// The conversion rules for one checkpoint of a family.
+pub trait Architecture: std::fmt::Debug + Send + Sync {
+    /// `general.architecture`.
+    fn gguf_arch(&self) -> &'static str;
+
+    /// The hyperparameter keys (and `general.file_type`) in the order llama.cpp's converter
+    /// writes them, with its value types.
+    fn hparams(&self, ctx: KeyContext) -> Vec<(String, Value)>;
+
+    /// Map an HF tensor name. `Ok(None)` for tensors llama.cpp's converter drops.
+    fn map_tensor(&self, hf: &str) -> Result<Option<Mapped>, ArchError>;
+
+    /// The safetensors shape llama.cpp will require for a GGUF tensor name (`None` in a
+    /// position means any size, e.g. the vocabulary), or `None` for tensors it does not check.
+    fn expected_shape(&self, gguf: &str) -> Option<Vec<Option<usize>>>;
+
+    /// GGUF names llama.cpp requires.
+    fn required_tensors(&self) -> Vec<String>;
+
+    /// Tensors computed from the config (`rope_freqs.weight`, ...): GGUF name and values.
+    fn generated_tensors(&self) -> Vec<(String, Vec<f32>)> {
+        Vec::new()
     }
 
-    /// `general.architecture`.
-    pub fn gguf_name(self) -> &'static str {
-        "llama"
-    }
+    /// What llama-quantize's type rules look at.
+    fn quant_hints(&self) -> QuantHints;
+
+    /// Family-specific changes to the vocabulary keys (e.g. Gemma's `add_space_prefix`).
+    fn adjust_vocab(&self, _vocab: &mut Vocab) {}
 }
 
 /// How a tensor's rows are reordered on the way to GGUF.
@@ -75,9 +149,7 @@ impl Transform {
             }
         }
     }
-}
 
-impl Transform {
     /// How many leading source rows are fully consumed once output rows `[0, out_rows)` are
     /// done, so their pages can be released while the rest of the tensor streams.
     pub fn source_rows_done(self, out_rows: usize, n_rows: usize) -> usize {
@@ -98,264 +170,79 @@ pub struct Mapped {
     pub transform: Transform,
 }
 
-/// llama.cpp's hyperparameters for the `llama` architecture.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LlamaParams {
-    pub n_layer: u32,
-    pub n_ctx: u32,
-    pub n_embd: u32,
-    pub n_ff: u32,
-    pub n_head: u32,
-    /// Only written when config.json has `num_key_value_heads` (llama.cpp defaults to n_head).
-    pub n_head_kv: Option<u32>,
-    pub rope_theta: Option<f32>,
-    pub rms_eps: f32,
-    /// `head_dim` when config.json gives it.
-    pub head_dim: Option<u32>,
-    pub rope_dim: u32,
-    pub vocab_size: Option<u32>,
-    /// `linear` rope scaling factor.
-    pub rope_linear_factor: Option<f32>,
-    /// Llama-3 style rope scaling: the `rope_freqs.weight` tensor values (head_dim / 2).
-    pub rope_freqs: Option<Vec<f32>>,
-    pub tied_embeddings: bool,
-}
-
-fn need_u32(v: Option<u64>, key: &'static str) -> Result<u32, ArchError> {
-    v.and_then(|v| u32::try_from(v).ok())
-        .filter(|&v| v > 0)
-        .ok_or(ArchError::MissingKey { key })
-}
-
-impl LlamaParams {
-    /// Hyperparameters from config.json, checked for consistency.
-    pub fn from_config(c: &HfConfig) -> Result<LlamaParams, ArchError> {
-        let n_embd = need_u32(c.hidden_size, "hidden_size")?;
-        let n_head = need_u32(c.num_attention_heads, "num_attention_heads")?;
-        let n_head_kv = c
-            .num_key_value_heads
-            .map(|v| need_u32(Some(v), "num_key_value_heads"))
-            .transpose()?;
-        if let Some(kv) = n_head_kv {
-            if n_head % kv != 0 {
-                return Err(ArchError::Invalid(format!(
-                    "num_attention_heads {n_head} is not a multiple of num_key_value_heads {kv}"
-                )));
-            }
+impl Mapped {
+    fn plain(name: impl Into<String>) -> Mapped {
+        Mapped {
+            name: name.into(),
+            transform: Transform::None,
         }
-        let head_dim = c
-            .head_dim
-            .map(|v| need_u32(Some(v), "head_dim"))
-            .transpose()?;
-        if head_dim.is_none() && n_embd % n_head != 0 {
-            return Err(ArchError::Invalid(format!(
-                "hidden_size {n_embd} is not a multiple of num_attention_heads {n_head}"
-            )));
-        }
-        let rope_dim = head_dim.unwrap_or(n_embd / n_head);
-        // rope_freqs (head_dim / 2 values) is allocated from this number.
-        if rope_dim > 1 << 16 {
-            return Err(ArchError::Invalid(format!(
-                "head dimension {rope_dim} is implausible (at most 65536)"
-            )));
-        }
-        if rope_dim % 2 != 0 {
-            return Err(ArchError::Invalid(format!(
-                "head dimension {rope_dim} is odd"
-            )));
-        }
-        let rms_eps = c.rms_norm_eps.ok_or(ArchError::MissingKey {
-            key: "rms_norm_eps",
-        })? as f32;
-        let rope_type = c.rope.rope_type.as_deref().unwrap_or("default");
-        let mut rope_linear_factor = None;
-        let mut rope_freqs = None;
-        match rope_type {
-            "default" => {}
-            "linear" => {
-                rope_linear_factor = Some(c.rope.factor.ok_or(ArchError::MissingKey {
-                    key: "rope_scaling.factor",
-                })? as f32)
-            }
-            "llama3" => {
-                rope_freqs = Some(llama3_rope_freqs(
-                    rope_dim as usize,
-                    c.rope.theta.unwrap_or(10000.0),
-                    c.rope.factor.unwrap_or(8.0),
-                    c.rope.low_freq_factor.unwrap_or(1.0),
-                    c.rope.high_freq_factor.unwrap_or(4.0),
-                    c.rope.original_max_position_embeddings.unwrap_or(8192) as f64,
-                ))
-            }
-            other => {
-                return Err(ArchError::Invalid(format!(
-                    "rope type '{other}' is not supported (default, linear, llama3)"
-                )))
-            }
-        }
-        Ok(LlamaParams {
-            n_layer: need_u32(c.num_hidden_layers, "num_hidden_layers")?,
-            n_ctx: need_u32(c.max_position_embeddings, "max_position_embeddings")?,
-            n_embd,
-            n_ff: need_u32(c.intermediate_size, "intermediate_size")?,
-            n_head,
-            n_head_kv,
-            rope_theta: c.rope.theta.map(|t| t as f32),
-            rms_eps,
-            head_dim,
-            rope_dim,
-            vocab_size: c.vocab_size.and_then(|v| u32::try_from(v).ok()),
-            rope_linear_factor,
-            rope_freqs,
-            tied_embeddings: c.tie_word_embeddings,
-        })
-    }
-
-    /// The safetensors shape llama.cpp will require for a GGUF tensor name (`None` in a
-    /// position means any size, e.g. the vocabulary), or `None` for tensors it does not check.
-    pub fn expected_shape(&self, gguf: &str) -> Option<Vec<Option<usize>>> {
-        let e = Some(self.n_embd as usize);
-        let f = Some(self.n_ff as usize);
-        let q = Some((self.n_head * self.rope_dim) as usize);
-        let kv = Some((self.n_head_kv.unwrap_or(self.n_head) * self.rope_dim) as usize);
-        let kind = gguf
-            .strip_prefix("blk.")
-            .map_or(gguf, |r| r.split_once('.').map_or(r, |x| x.1));
-        Some(match kind {
-            "token_embd.weight" | "output.weight" => vec![None, e],
-            "output_norm.weight" | "attn_norm.weight" | "ffn_norm.weight" => vec![e],
-            "attn_q.weight" => vec![q, e],
-            "attn_k.weight" | "attn_v.weight" => vec![kv, e],
-            "attn_output.weight" => vec![e, q],
-            "ffn_gate.weight" | "ffn_up.weight" => vec![f, e],
-            "ffn_down.weight" => vec![e, f],
-            _ => return None,
-        })
-    }
-
-    /// GGUF names llama.cpp requires (output.weight is optional: tied embeddings).
-    pub fn required_tensors(&self) -> Vec<String> {
-        let mut v = vec![
-            "token_embd.weight".to_string(),
-            "output_norm.weight".to_string(),
-        ];
-        for l in 0..self.n_layer {
-            for t in [
-                "attn_norm",
-                "attn_q",
-                "attn_k",
-                "attn_v",
-                "attn_output",
-                "ffn_norm",
-                "ffn_gate",
-                "ffn_up",
-                "ffn_down",
-            ] {
-                v.push(format!("blk.{l}.{t}.weight"));
-            }
-        }
-        v
-    }
-
-    /// Map an HF tensor name. `Ok(None)` for tensors llama.cpp's converter drops.
-    pub fn map_tensor(&self, hf: &str) -> Result<Option<Mapped>, ArchError> {
-        const DROPPED: &[&str] = &[
-            ".attention.masked_bias",
-            ".attention.bias",
-            ".rotary_emb.inv_freq",
-        ];
-        if DROPPED.iter().any(|s| hf.ends_with(s)) {
-            return Ok(None);
-        }
-        let unknown = || ArchError::UnknownTensor {
-            name: hf.to_string(),
-        };
-        let plain = |name: String| {
-            Ok(Some(Mapped {
-                name,
-                transform: Transform::None,
-            }))
-        };
-        match hf {
-            "model.embed_tokens.weight" => return plain("token_embd.weight".into()),
-            "model.norm.weight" => return plain("output_norm.weight".into()),
-            "lm_head.weight" => return plain("output.weight".into()),
-            _ => {}
-        }
-        let rest = hf.strip_prefix("model.layers.").ok_or_else(unknown)?;
-        let (layer, rest) = rest.split_once('.').ok_or_else(unknown)?;
-        let layer: u32 = layer.parse().map_err(|_| unknown())?;
-        if layer >= self.n_layer {
-            return Err(ArchError::Invalid(format!(
-                "tensor '{hf}' is for layer {layer} but num_hidden_layers is {}",
-                self.n_layer
-            )));
-        }
-        let (module, suffix) = match rest.rsplit_once('.') {
-            Some((m, s @ ("weight" | "bias"))) => (m, s),
-            _ => return Err(unknown()),
-        };
-        let n_kv = self.n_head_kv.unwrap_or(self.n_head) as usize;
-        let (gguf, transform) = match module {
-            "input_layernorm" => ("attn_norm", Transform::None),
-            "self_attn.q_proj" => (
-                "attn_q",
-                Transform::PermuteRope {
-                    n_head: self.n_head as usize,
-                },
-            ),
-            "self_attn.k_proj" => ("attn_k", Transform::PermuteRope { n_head: n_kv }),
-            "self_attn.v_proj" => ("attn_v", Transform::None),
-            "self_attn.o_proj" => ("attn_output", Transform::None),
-            "post_attention_layernorm" => ("ffn_norm", Transform::None),
-            "mlp.gate_proj" => ("ffn_gate", Transform::None),
-            "mlp.up_proj" => ("ffn_up", Transform::None),
-            "mlp.down_proj" => ("ffn_down", Transform::None),
-            _ => return Err(unknown()),
-        };
-        Ok(Some(Mapped {
-            name: format!("blk.{layer}.{gguf}.{suffix}"),
-            transform,
-        }))
     }
 }
 
-/// llama.cpp's `rope_freqs.weight` for Llama-3 rope scaling (convert_hf_to_gguf's formula).
-pub fn llama3_rope_freqs(
-    dim: usize,
-    base: f64,
-    factor: f64,
-    low_freq_factor: f64,
-    high_freq_factor: f64,
-    old_ctx: f64,
-) -> Vec<f32> {
-    let low_wavelen = old_ctx / low_freq_factor;
-    let high_wavelen = old_ctx / high_freq_factor;
-    (0..dim / 2)
-        .map(|i| {
-            let freq = 1.0 / base.powf((2 * i) as f64 / dim as f64);
-            let wavelen = 2.0 * std::f64::consts::PI / freq;
-            let f = if wavelen < high_wavelen {
-                1.0
-            } else if wavelen > low_wavelen {
-                factor
-            } else {
-                let smooth =
-                    (old_ctx / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
-                1.0 / ((1.0 - smooth) / factor + smooth)
-            };
-            f as f32
-        })
-        .collect()
+/// HF tensor name suffixes llama.cpp's converter skips for every architecture.
+const DROPPED_SUFFIXES: &[&str] = &[
+    ".attention.masked_bias",
+    ".attention.bias",
+    ".rotary_emb.inv_freq",
+];
+
+/// True for tensors every family drops.
+pub(crate) fn always_dropped(hf: &str) -> bool {
+    DROPPED_SUFFIXES.iter().any(|s| hf.ends_with(s))
+}
+
+/// A decoder-layer tensor name `model.layers.N.<module>.<weight|bias>` split into its parts,
+/// with the layer checked against `n_layer`. `Ok(None)` when the name is not a layer tensor.
+pub(crate) fn split_layer_name<'a>(
+    hf: &'a str,
+    n_layer: u32,
+    arch: &'static str,
+) -> Result<Option<(u32, &'a str, &'a str)>, ArchError> {
+    let Some(rest) = hf.strip_prefix("model.layers.") else {
+        return Ok(None);
+    };
+    let unknown = || ArchError::UnknownTensor {
+        name: hf.to_string(),
+        arch,
+    };
+    let (layer, rest) = rest.split_once('.').ok_or_else(unknown)?;
+    let layer: u32 = layer.parse().map_err(|_| unknown())?;
+    if layer >= n_layer {
+        return Err(ArchError::Invalid(format!(
+            "tensor '{hf}' is for layer {layer} but num_hidden_layers is {n_layer}"
+        )));
+    }
+    match rest.rsplit_once('.') {
+        Some((module, suffix @ ("weight" | "bias"))) => Ok(Some((layer, module, suffix))),
+        _ => Err(unknown()),
+    }
+}
+
+/// The per-layer GGUF tensor kind of a name (`blk.3.attn_q.weight` → `attn_q.weight`), or the
+/// whole name for non-layer tensors.
+pub(crate) fn tensor_kind(gguf: &str) -> &str {
+    gguf.strip_prefix("blk.")
+        .map_or(gguf, |r| r.split_once('.').map_or(r, |x| x.1))
+}
+
+/// `blk.{l}.{kind}.weight` for every layer and kind, after the given non-layer names.
+pub(crate) fn layer_names(globals: &[&str], n_layer: u32, kinds: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = globals.iter().map(|s| s.to_string()).collect();
+    for l in 0..n_layer {
+        for k in kinds {
+            v.push(format!("blk.{l}.{k}.weight"));
+        }
+    }
+    v
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn config() -> HfConfig {
+    fn config(arch: &str) -> HfConfig {
         HfConfig {
-            architectures: vec!["LlamaForCausalLM".into()],
+            architectures: vec![arch.into()],
             hidden_size: Some(256),
             intermediate_size: Some(512),
             num_hidden_layers: Some(2),
@@ -368,15 +255,48 @@ mod tests {
     }
 
     #[test]
-    fn detects_supported_and_names_unsupported() {
-        assert_eq!(Arch::detect(&config()).unwrap(), Arch::Llama);
-        let mut c = config();
-        c.architectures = vec!["GPTNeoXForCausalLM".into()];
-        let e = Arch::detect(&c).unwrap_err().to_string();
+    fn detects_each_family_and_lists_every_supported_name() {
         assert_eq!(
-            e,
-            "unsupported architecture GPTNeoXForCausalLM (supported: LlamaForCausalLM, MistralForCausalLM)"
+            detect(&config("LlamaForCausalLM")).unwrap().gguf_arch(),
+            "llama"
         );
+        assert_eq!(
+            detect(&config("MistralForCausalLM")).unwrap().gguf_arch(),
+            "llama"
+        );
+        assert_eq!(
+            detect(&config("Qwen2ForCausalLM")).unwrap().gguf_arch(),
+            "qwen2"
+        );
+        assert_eq!(
+            detect(&config("Qwen3ForCausalLM")).unwrap().gguf_arch(),
+            "qwen3"
+        );
+        let e = detect(&config("GPTNeoXForCausalLM"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("unsupported architecture GPTNeoXForCausalLM (supported: "),
+            "{e}"
+        );
+        for name in supported() {
+            assert!(e.contains(name), "{e} lacks {name}");
+        }
+        let mut none = config("x");
+        none.architectures.clear();
+        assert!(detect(&none)
+            .unwrap_err()
+            .to_string()
+            .contains("no \"architectures\""));
+    }
+
+    #[test]
+    fn every_supported_name_belongs_to_one_family() {
+        let names = supported();
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len());
     }
 
     #[test]
@@ -407,61 +327,24 @@ mod tests {
     }
 
     #[test]
-    fn maps_names_with_kv_heads_for_k() {
-        let p = LlamaParams::from_config(&config()).unwrap();
-        let k = p
-            .map_tensor("model.layers.1.self_attn.k_proj.weight")
-            .unwrap()
-            .unwrap();
-        assert_eq!(k.name, "blk.1.attn_k.weight");
-        assert_eq!(k.transform, Transform::PermuteRope { n_head: 2 });
-        let q = p
-            .map_tensor("model.layers.0.self_attn.q_proj.weight")
-            .unwrap()
-            .unwrap();
-        assert_eq!(q.transform, Transform::PermuteRope { n_head: 4 });
+    fn layer_names_split_and_check_the_layer() {
         assert_eq!(
-            p.map_tensor("model.layers.0.mlp.down_proj.weight")
-                .unwrap()
-                .unwrap()
-                .name,
-            "blk.0.ffn_down.weight"
+            split_layer_name("model.layers.1.self_attn.q_proj.bias", 2, "qwen2").unwrap(),
+            Some((1, "self_attn.q_proj", "bias"))
         );
         assert_eq!(
-            p.map_tensor("model.layers.0.self_attn.rotary_emb.inv_freq")
-                .unwrap(),
+            split_layer_name("model.norm.weight", 2, "qwen2").unwrap(),
             None
         );
-        assert!(p.map_tensor("model.layers.2.mlp.up_proj.weight").is_err());
         assert!(matches!(
-            p.map_tensor("model.vision.weight"),
-            Err(ArchError::UnknownTensor { .. })
+            split_layer_name("model.layers.2.mlp.up_proj.weight", 2, "qwen2"),
+            Err(ArchError::Invalid(_))
         ));
-    }
-
-    #[test]
-    fn llama3_freqs_follow_the_piecewise_rule() {
-        let f = llama3_rope_freqs(128, 500000.0, 8.0, 1.0, 4.0, 8192.0);
-        assert_eq!(f.len(), 64);
-        assert_eq!(f[0], 1.0); // highest frequency: short wavelength, unscaled
-        assert_eq!(f[63], 8.0); // lowest frequency: scaled by the factor
-        assert!(f.windows(2).all(|w| w[0] <= w[1]));
-    }
-
-    #[test]
-    fn params_require_rms_eps_and_consistent_heads() {
-        let mut c = config();
-        c.rms_norm_eps = None;
-        assert_eq!(
-            LlamaParams::from_config(&c).unwrap_err(),
-            ArchError::MissingKey {
-                key: "rms_norm_eps"
-            }
-        );
-        let mut c = config();
-        c.num_key_value_heads = Some(3);
-        assert!(LlamaParams::from_config(&c).is_err());
-        let p = LlamaParams::from_config(&config()).unwrap();
-        assert_eq!((p.rope_dim, p.n_head_kv), (64, Some(2)));
+        assert!(matches!(
+            split_layer_name("model.layers.x.mlp.up_proj.weight", 2, "qwen2"),
+            Err(ArchError::UnknownTensor { arch: "qwen2", .. })
+        ));
+        assert_eq!(tensor_kind("blk.12.attn_q.bias"), "attn_q.bias");
+        assert_eq!(tensor_kind("output.weight"), "output.weight");
     }
 }

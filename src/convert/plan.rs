@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::arch::{Arch, LlamaParams, Transform};
+use crate::arch::{self, Architecture, KeyContext, Transform};
 use crate::gguf::{Array, GgmlType, GgufFile, Metadata, Value};
 use crate::quant::nf4::DqState;
 use crate::source::tokenizer::{load_vocab, Vocab};
@@ -159,8 +159,8 @@ pub fn plan_with(
     match input {
         Input::Checkpoint(ck) => match &ck.config {
             Some(config) if !config.architectures.is_empty() || path.is_dir() => {
-                let arch = Arch::detect(config)?;
-                plan_llama(ck, arch, recipe, ov)
+                let arch = arch::detect(config)?;
+                plan_arch(ck, arch.as_ref(), recipe, ov)
             }
             _ => plan_plain(ck, recipe, ov),
         },
@@ -179,21 +179,20 @@ fn put(m: &mut Metadata, key: &str, v: Value) -> Result<(), ConvertError> {
     m.insert(key, v).map_err(ConvertError::from)
 }
 
-/// Convert an HF Llama-family checkpoint.
-fn plan_llama(
+/// Convert an HF checkpoint of a supported architecture.
+fn plan_arch(
     ck: &Checkpoint,
-    arch: Arch,
+    arch: &dyn Architecture,
     recipe: Option<Recipe>,
     ov: &TypeOverrides,
 ) -> Result<Plan, ConvertError> {
     let config = ck.config.as_ref().expect("checked by caller");
-    let params = LlamaParams::from_config(config)?;
     let recipe = recipe.unwrap_or_else(|| source_precision(ck.tensors()));
 
     let mut tensors: Vec<PlannedTensor> = Vec::new();
     let mut has_output = false;
     for t in ck.tensors() {
-        let Some(mapped) = params.map_tensor(&t.name)? else {
+        let Some(mapped) = arch.map_tensor(&t.name)? else {
             continue;
         };
         has_output |= mapped.name == "output.weight";
@@ -207,7 +206,7 @@ fn plan_llama(
                 )));
             }
         }
-        if let Some(want) = params.expected_shape(&mapped.name) {
+        if let Some(want) = arch.expected_shape(&mapped.name) {
             let fits = want.len() == t.shape.len()
                 && want
                     .iter()
@@ -236,7 +235,7 @@ fn plan_llama(
             f16_intermediate: false,
         });
     }
-    let missing: Vec<String> = params
+    let missing: Vec<String> = arch
         .required_tensors()
         .into_iter()
         .filter(|n| !tensors.iter().any(|t| &t.name == n))
@@ -255,13 +254,13 @@ fn plan_llama(
             if missing.len() > 6 { ", ..." } else { "" }
         )));
     }
-    if let Some(freqs) = &params.rope_freqs {
+    for (name, values) in arch.generated_tensors() {
         tensors.push(PlannedTensor {
-            name: "rope_freqs.weight".into(),
-            dims: vec![freqs.len() as u64],
+            name,
+            dims: vec![values.len() as u64],
             ty: GgmlType::F32,
             source_type: "computed".into(),
-            source: TensorSource::Generated(freqs.clone()),
+            source: TensorSource::Generated(values),
             transform: Transform::None,
             f16_intermediate: false,
         });
@@ -271,10 +270,13 @@ fn plan_llama(
     let order = super::recipe::quantize_order(&names);
     let mut tensors: Vec<PlannedTensor> = order.into_iter().map(|i| tensors[i].clone()).collect();
 
+    let hints = arch.quant_hints();
     let shape = ModelShape {
-        n_layer: params.n_layer,
-        n_head: params.n_head,
-        n_head_kv: params.n_head_kv.unwrap_or(params.n_head),
+        n_layer: hints.n_layer,
+        n_head: hints.n_head,
+        n_head_kv: hints.n_head_kv,
+        n_expert: hints.n_expert,
+        is_70b: hints.is_70b,
         tied: !has_output,
     };
     let spec = name_dims(&tensors);
@@ -287,56 +289,22 @@ fn plan_llama(
 
     let tensors = add_nf4_state_tensors(tensors);
     check_names(&tensors)?;
-    let vocab = load_vocab(&ck.path, config)?;
+    let mut vocab = load_vocab(&ck.path, config)?;
+    arch.adjust_vocab(&mut vocab);
     let mut m = Metadata::new();
     put(
         &mut m,
         "general.architecture",
-        Value::String(arch.gguf_name().into()),
+        Value::String(arch.gguf_arch().into()),
     )?;
     put(&mut m, "general.type", Value::String("model".into()))?;
     put(&mut m, "general.name", Value::String(base_name(&ck.path)))?;
-    let a = arch.gguf_name();
-    let u = |v: u32| Value::U32(v);
-    put(&mut m, &format!("{a}.block_count"), u(params.n_layer))?;
-    put(&mut m, &format!("{a}.context_length"), u(params.n_ctx))?;
-    put(&mut m, &format!("{a}.embedding_length"), u(params.n_embd))?;
-    put(&mut m, &format!("{a}.feed_forward_length"), u(params.n_ff))?;
-    put(
-        &mut m,
-        &format!("{a}.attention.head_count"),
-        u(params.n_head),
-    )?;
-    if let Some(kv) = params.n_head_kv {
-        put(&mut m, &format!("{a}.attention.head_count_kv"), u(kv))?;
-    }
-    if let Some(theta) = params.rope_theta {
-        put(&mut m, &format!("{a}.rope.freq_base"), Value::F32(theta))?;
-    }
-    put(
-        &mut m,
-        &format!("{a}.attention.layer_norm_rms_epsilon"),
-        Value::F32(params.rms_eps),
-    )?;
-    if let Some(hd) = params.head_dim {
-        put(&mut m, &format!("{a}.attention.key_length"), u(hd))?;
-        put(&mut m, &format!("{a}.attention.value_length"), u(hd))?;
-    }
-    put(&mut m, "general.file_type", u(recipe.file_type()))?;
-    let vocab_size = params.vocab_size.unwrap_or(vocab.tokens.len() as u32);
-    put(&mut m, &format!("{a}.vocab_size"), u(vocab_size))?;
-    put(
-        &mut m,
-        &format!("{a}.rope.dimension_count"),
-        u(params.rope_dim),
-    )?;
-    if let Some(f) = params.rope_linear_factor {
-        put(
-            &mut m,
-            &format!("{a}.rope.scaling.type"),
-            Value::String("linear".into()),
-        )?;
-        put(&mut m, &format!("{a}.rope.scaling.factor"), Value::F32(f))?;
+    let ctx = KeyContext {
+        file_type: recipe.file_type(),
+        n_vocab: u32::try_from(vocab.tokens.len()).expect("vocabulary size is capped"),
+    };
+    for (key, value) in arch.hparams(ctx) {
+        put(&mut m, &key, value)?;
     }
     put_vocab(&mut m, &vocab)?;
     finish_metadata(&mut m, &tensors, recipe)?;
@@ -527,19 +495,25 @@ fn plan_gguf(
             Value::String(s) => Some(s.clone()),
             _ => None,
         });
-    let types = if arch.as_deref() == Some("llama") && recipe.is_quantized() {
+    let types = if let (Some(a), true) = (arch.as_deref(), recipe.is_quantized()) {
         let get = |k: &str| -> u32 {
-            match g.metadata().get(&format!("llama.{k}")) {
+            match g.metadata().get(&format!("{a}.{k}")) {
                 Some(Value::U32(v)) => *v,
                 _ => 0,
             }
         };
         let n_head = get("attention.head_count");
         let kv = get("attention.head_count_kv");
+        let n_head_kv = if kv == 0 { n_head } else { kv };
+        let n_layer = get("block_count");
         let shape = ModelShape {
-            n_layer: get("block_count"),
+            n_layer,
             n_head,
-            n_head_kv: if kv == 0 { n_head } else { kv },
+            n_head_kv,
+            n_expert: get("expert_count"),
+            // llama.cpp's LLM_TYPE_70B, the only model type its type rules look at.
+            is_70b: n_layer == 80
+                && ((a == "llama" && n_head != n_head_kv) || matches!(a, "qwen2" | "olmo")),
             tied: !tensors.iter().any(|t| t.name == "output.weight"),
         };
         choose_types_with(recipe, shape, &spec, ov)

@@ -141,6 +141,10 @@ pub struct ModelShape {
     pub n_layer: u32,
     pub n_head: u32,
     pub n_head_kv: u32,
+    /// `{arch}.expert_count` (0 for dense models).
+    pub n_expert: u32,
+    /// llama.cpp types the model LLM_TYPE_70B (Llama 80 layers with GQA, Qwen2 80 layers).
+    pub is_70b: bool,
     /// True when the file has no `output.weight` (token_embd doubles as output).
     pub tied: bool,
 }
@@ -148,11 +152,6 @@ pub struct ModelShape {
 impl ModelShape {
     fn n_gqa(&self) -> u32 {
         self.n_head.checked_div(self.n_head_kv).unwrap_or(1)
-    }
-
-    /// llama.cpp's LLM_TYPE_70B for the llama architecture: 80 layers with GQA.
-    fn is_70b(&self) -> bool {
-        self.n_layer == 80 && self.n_head != self.n_head_kv
     }
 }
 
@@ -342,7 +341,7 @@ pub fn choose_types_with(
                 Recipe::Q4KS if i_attention_wv < 4 => ty = GgmlType::Q5K,
                 _ => {}
             }
-            if shape.is_70b() && ty == GgmlType::Q4K {
+            if shape.is_70b && ty == GgmlType::Q4K {
                 ty = GgmlType::Q5K;
             }
             i_attention_wv += 1;
@@ -419,6 +418,8 @@ mod tests {
             n_layer,
             n_head: 32,
             n_head_kv: 32,
+            n_expert: 0,
+            is_70b: false,
             tied,
         }
     }

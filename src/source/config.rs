@@ -46,6 +46,9 @@ pub struct HfConfig {
     pub pad_token_id: Option<u64>,
     /// `_name_or_path`, used as a fallback model name.
     pub name_or_path: Option<String>,
+    /// The whole document, with `text_config` merged over the root as llama.cpp's converter
+    /// does, for the fields only one family reads.
+    pub raw: Value,
 }
 
 #[derive(Deserialize)]
@@ -108,10 +111,18 @@ fn merge_rope(rope: &mut RopeConfig, v: &Value) {
 impl HfConfig {
     /// Parse config.json text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<HfConfig, SourceError> {
-        let raw: Raw = serde_json::from_str(text).map_err(|e| SourceError::Json {
+        let json_err = |e: serde_json::Error| SourceError::Json {
             path: path.to_path_buf(),
             msg: e.to_string(),
-        })?;
+        };
+        let mut doc: Value = serde_json::from_str(text).map_err(json_err)?;
+        // Multimodal configs (Gemma 3, ...) keep the language model's fields in `text_config`.
+        if let Some(Value::Object(text_config)) = doc.get("text_config").cloned() {
+            if let Value::Object(root) = &mut doc {
+                root.extend(text_config);
+            }
+        }
+        let raw: Raw = Raw::deserialize(&doc).map_err(json_err)?;
         let mut rope = RopeConfig {
             theta: raw.rope_theta,
             ..RopeConfig::default()
@@ -140,7 +151,23 @@ impl HfConfig {
             eos_token_id: first_id(&raw.eos_token_id),
             pad_token_id: first_id(&raw.pad_token_id),
             name_or_path: raw.name_or_path,
+            raw: doc,
         })
+    }
+
+    /// A field of the (merged) document; `None` when absent or `null`.
+    pub fn field(&self, key: &str) -> Option<&Value> {
+        self.raw.get(key).filter(|v| !v.is_null())
+    }
+
+    /// A numeric field as f64.
+    pub fn f64_field(&self, key: &str) -> Option<f64> {
+        self.field(key).and_then(Value::as_f64)
+    }
+
+    /// A non-negative integer field.
+    pub fn u64_field(&self, key: &str) -> Option<u64> {
+        self.field(key).and_then(Value::as_u64)
     }
 
     /// Read and parse `path`.

@@ -722,21 +722,14 @@ fn special_tokens(vocab: &mut Vocab, files: &Files, config: &HfConfig) {
             .and_then(|c| c.get(key))
             .and_then(|v| v.as_bool())
     };
-    vocab.add_bos = flag("add_bos_token");
-    vocab.add_eos = flag("add_eos_token");
-    // A TemplateProcessing post-processor says the same thing structurally.
-    if let Some((lead, trail)) = files
+    // gguf-py's SpecialVocab: what the post-processor implies wins over tokenizer_config.json,
+    // which only fills what the post-processor leaves unset.
+    let (post_bos, post_eos) = files
         .tokenizer_json
         .as_ref()
-        .and_then(template_processing_specials)
-    {
-        if vocab.add_bos.is_none() {
-            vocab.add_bos = Some(lead);
-        }
-        if vocab.add_eos.is_none() {
-            vocab.add_eos = Some(trail);
-        }
-    }
+        .map_or((None, None), post_processor_specials);
+    vocab.add_bos = post_bos.or_else(|| flag("add_bos_token"));
+    vocab.add_eos = post_eos.or_else(|| flag("add_eos_token"));
     if vocab.model == "llama" {
         if let Some(prefix) = flag("add_prefix_space") {
             vocab.add_space_prefix = Some(prefix);
@@ -744,26 +737,44 @@ fn special_tokens(vocab: &mut Vocab, files: &Files, config: &HfConfig) {
     }
 }
 
-/// (leading special token?, trailing special token?) of a TemplateProcessing `single` template.
-fn template_processing_specials(json: &Value) -> Option<(bool, bool)> {
-    let post = json.get("post_processor")?;
-    let tp = if post.get("type")?.as_str()? == "Sequence" {
-        post.get("processors")?
-            .as_array()?
-            .iter()
-            .find(|p| p.get("type").and_then(|t| t.as_str()) == Some("TemplateProcessing"))?
-    } else {
-        post
+/// Whether the post-processor adds BOS / EOS, as gguf-py's SpecialVocab reads it: a
+/// `ByteLevel` step says "neither" unless something already decided, a `TemplateProcessing`
+/// step whose `single` template has more than one piece adds BOS when it starts with a special
+/// token and EOS when it ends with one. `None` where nothing is said.
+fn post_processor_specials(json: &Value) -> (Option<bool>, Option<bool>) {
+    let Some(post) = json.get("post_processor").filter(|p| !p.is_null()) else {
+        return (None, None);
     };
-    if tp.get("type")?.as_str()? != "TemplateProcessing" {
-        return None;
+    let steps: Vec<&Value> = match post.get("processors").and_then(|p| p.as_array()) {
+        Some(list) => list.iter().collect(),
+        None => vec![post],
+    };
+    let (mut bos, mut eos) = (None, None);
+    for step in steps {
+        match step.get("type").and_then(|t| t.as_str()) {
+            Some("ByteLevel") => {
+                bos.get_or_insert(false);
+                eos.get_or_insert(false);
+            }
+            Some("TemplateProcessing") => {
+                let single = step
+                    .get("single")
+                    .and_then(|s| s.as_array())
+                    .map_or(&[][..], |s| s.as_slice());
+                let is_special = |v: &Value| v.get("SpecialToken").is_some();
+                if single.len() > 1 {
+                    if single.first().is_some_and(is_special) {
+                        bos = Some(true);
+                    }
+                    if single.last().is_some_and(is_special) {
+                        eos = Some(true);
+                    }
+                }
+            }
+            _ => {}
+        }
     }
-    let single = tp.get("single")?.as_array()?;
-    let is_special = |v: &Value| v.get("SpecialToken").is_some();
-    Some((
-        single.first().is_some_and(is_special),
-        single.len() > 1 && single.last().is_some_and(is_special),
-    ))
+    (bos, eos)
 }
 
 fn chat_template(files: &Files) -> Result<Option<String>, SourceError> {
@@ -860,9 +871,28 @@ mod tests {
     }
 
     #[test]
-    fn template_processing_flags() {
-        let j = json!({"post_processor": {"type": "TemplateProcessing", "single": [
-            {"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}]}});
-        assert_eq!(template_processing_specials(&j), Some((true, false)));
+    fn post_processor_flags_follow_gguf_py() {
+        let bos = json!({"SpecialToken": {"id": "<s>", "type_id": 0}});
+        let seq = json!({"Sequence": {"id": "A", "type_id": 0}});
+        let eos = json!({"SpecialToken": {"id": "</s>", "type_id": 0}});
+        let tp = |single: Value| json!({"type": "TemplateProcessing", "single": single});
+        let j = json!({"post_processor": tp(json!([bos, seq]))});
+        assert_eq!(post_processor_specials(&j), (Some(true), None));
+        let j = json!({"post_processor": tp(json!([bos, seq, eos]))});
+        assert_eq!(post_processor_specials(&j), (Some(true), Some(true)));
+        // a one-piece template says nothing
+        let j = json!({"post_processor": tp(json!([bos]))});
+        assert_eq!(post_processor_specials(&j), (None, None));
+        // ByteLevel says "neither" unless a later step adds one (Llama-3: ByteLevel + template)
+        let byte_level = json!({"type": "ByteLevel", "trim_offsets": false});
+        let j = json!({"post_processor": byte_level});
+        assert_eq!(post_processor_specials(&j), (Some(false), Some(false)));
+        let j = json!({"post_processor": {"type": "Sequence", "processors": [
+            byte_level, tp(json!([bos, seq]))]}});
+        assert_eq!(post_processor_specials(&j), (Some(true), Some(false)));
+        assert_eq!(
+            post_processor_specials(&json!({"post_processor": null})),
+            (None, None)
+        );
     }
 }

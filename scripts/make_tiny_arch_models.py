@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""Make the tiny checkpoints of the non-Llama families bundled in fixtures/ (deterministic: fixed
+seeds, one training thread; needs numpy, safetensors and tokenizers, no torch/transformers).
+
+Each is a real checkpoint of its family in miniature: the config.json a real repository of that
+family ships (field for field, scaled down), weights under the family's HF names, and the
+tokenizer files the family ships. They are small enough to commit and large enough that a wrong
+transform (a missing bias, norm, permutation or rope setting) moves the logits far beyond the
+tolerance of the interop checks.
+
+fixtures/tiny-qwen2   Qwen2ForCausalLM as Qwen2.5-0.5B-Instruct ships it (transformers v4 form):
+    torch_dtype bfloat16, top-level rope_theta 1e6, use_sliding_window false, GQA 4/2, q/k/v
+    biases, tied embeddings (no lm_head), config vocab_size larger than the tokenizer (llama.cpp's
+    converter pads the token list with [PAD{i}]); one BF16 file.
+fixtures/tiny-qwen3   Qwen3ForCausalLM as Qwen3 ships it, in transformers v5 form (rope_parameters,
+    dtype): head_dim 64 with hidden 192 and 4 heads (H*D = 256 != hidden), q_norm/k_norm, GQA
+    4/2, untied, F16, two shards with an index.
+
+Both carry Qwen's byte-level BPE tokenizer (trained here on the shared corpus): NFC normalizer,
+Split(<Qwen2 regex>, isolated) + ByteLevel(use_regex=false), ignore_merges false, the
+<|endoftext|>/<|im_start|>/<|im_end|> specials, no BOS, ChatML chat template.
+
+    python3 scripts/make_tiny_arch_models.py
+"""
+import importlib.util
+import json
+import os
+import shutil
+
+import numpy as np
+from safetensors.numpy import save_file
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIX = os.path.join(ROOT, "fixtures")
+
+
+def _base():
+    spec = importlib.util.spec_from_file_location("make_tiny_models", os.path.join(ROOT, "scripts", "make_tiny_models.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+BASE = _base()
+CORPUS, write_json, save_bf16 = BASE.CORPUS, BASE.write_json, BASE.save_bf16
+
+# Qwen2's pre-tokenizer regex (tokenizer.json of Qwen2/2.5/3): llama.cpp's "qwen2".
+QWEN2_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def qwen_tokenizer(out):
+    """Write tokenizer.json + tokenizer_config.json; return (tokenizer size, special ids)."""
+    tok = Tokenizer(models.BPE(ignore_merges=False))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(vocab_size=480, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS * 3, trainer)
+    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in QWEN_SPECIALS])
+    tok.save(os.path.join(out, "tokenizer.json"))
+    ids = {s: tok.token_to_id(s) for s in QWEN_SPECIALS}
+    write_json(os.path.join(out, "tokenizer_config.json"), {
+        "add_bos_token": False,
+        "add_prefix_space": False,
+        "added_tokens_decoder": BASE.added_tokens_decoder(tok, QWEN_SPECIALS),
+        "additional_special_tokens": ["<|im_start|>", "<|im_end|>"],
+        "bos_token": None,
+        "chat_template": CHATML_TEMPLATE,
+        "clean_up_tokenization_spaces": False,
+        "eos_token": "<|im_end|>",
+        "errors": "replace",
+        "model_max_length": 131072,
+        "pad_token": "<|endoftext|>",
+        "split_special_tokens": False,
+        "tokenizer_class": "Qwen2Tokenizer",
+        "unk_token": None,
+    })
+    return tok.get_vocab_size(), ids
+
+
+def dense_weights(rng, vocab, hidden, ff, layers, heads, kv_heads, head_dim, tied, std, qkv_bias=False,
+                  qk_norm=False):
+    """Random weights of a Llama-shaped decoder under HF names (float32)."""
+    def w(rows, cols, s):
+        return (rng.standard_normal((rows, cols)) * s).astype(np.float32)
+
+    def vec(n, mean, s):
+        return (mean + s * rng.standard_normal(n)).astype(np.float32)
+
+    t = {"model.embed_tokens.weight": w(vocab, hidden, std["emb"])}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        t[p + "input_layernorm.weight"] = vec(hidden, 1.0, 0.1)
+        t[p + "self_attn.q_proj.weight"] = w(heads * head_dim, hidden, std["qk"])
+        t[p + "self_attn.k_proj.weight"] = w(kv_heads * head_dim, hidden, std["qk"])
+        t[p + "self_attn.v_proj.weight"] = w(kv_heads * head_dim, hidden, std["v"])
+        if qkv_bias:
+            t[p + "self_attn.q_proj.bias"] = vec(heads * head_dim, 0.0, 0.3)
+            t[p + "self_attn.k_proj.bias"] = vec(kv_heads * head_dim, 0.0, 0.3)
+            t[p + "self_attn.v_proj.bias"] = vec(kv_heads * head_dim, 0.0, 0.3)
+        if qk_norm:
+            t[p + "self_attn.q_norm.weight"] = vec(head_dim, 1.0, 0.3)
+            t[p + "self_attn.k_norm.weight"] = vec(head_dim, 1.0, 0.3)
+        t[p + "self_attn.o_proj.weight"] = w(hidden, heads * head_dim, std["o"])
+        t[p + "post_attention_layernorm.weight"] = vec(hidden, 1.0, 0.1)
+        t[p + "mlp.gate_proj.weight"] = w(ff, hidden, std["ff"])
+        t[p + "mlp.up_proj.weight"] = w(ff, hidden, std["ff"])
+        t[p + "mlp.down_proj.weight"] = w(hidden, ff, std["down"])
+    t["model.norm.weight"] = vec(hidden, 1.0, 0.1)
+    if not tied:
+        t["lm_head.weight"] = w(vocab, hidden, std["head"])
+    return t
+
+
+def save_shards(t, out, n_shards, save_one):
+    names = list(t)
+    per = -(-len(names) // n_shards)
+    weight_map = {}
+    for i in range(n_shards):
+        part = names[i * per:(i + 1) * per]
+        fn = f"model-{i + 1:05d}-of-{n_shards:05d}.safetensors"
+        save_one({k: t[k] for k in part}, os.path.join(out, fn))
+        weight_map.update({k: fn for k in part})
+    write_json(os.path.join(out, "model.safetensors.index.json"), {
+        "metadata": {"total_size": int(sum(v.size * 2 for v in t.values()))},
+        "weight_map": dict(sorted(weight_map.items())),
+    })
+
+
+def save_f16(tensors, path):
+    save_file({k: v.astype(np.float16) for k, v in tensors.items()}, path, metadata={"format": "pt"})
+
+
+def fresh(name):
+    out = os.path.join(FIX, name)
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    return out
+
+
+def make_qwen2():
+    out = fresh("tiny-qwen2")
+    n_tok, ids = qwen_tokenizer(out)
+    vocab = 512  # > n_tok: the converter pads the token list to the embedding rows
+    hidden, ff, layers, heads, kv = 256, 512, 2, 4, 2
+    write_json(os.path.join(out, "config.json"), {
+        "architectures": ["Qwen2ForCausalLM"], "attention_dropout": 0.0, "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"], "hidden_act": "silu", "hidden_size": hidden, "initializer_range": 0.02,
+        "intermediate_size": ff, "max_position_embeddings": 32768, "max_window_layers": 21, "model_type": "qwen2",
+        "num_attention_heads": heads, "num_hidden_layers": layers, "num_key_value_heads": kv, "rms_norm_eps": 1e-6,
+        "rope_scaling": None, "rope_theta": 1000000.0, "sliding_window": 32768, "tie_word_embeddings": True,
+        "torch_dtype": "bfloat16", "transformers_version": "4.43.1", "use_cache": True, "use_sliding_window": False,
+        "vocab_size": vocab,
+    })
+    rng = np.random.default_rng(33)
+    std = {"emb": 0.25, "qk": 0.06, "v": 0.06, "o": 0.08, "ff": 0.06, "down": 0.08}
+    t = dense_weights(rng, vocab, hidden, ff, layers, heads, kv, hidden // heads, True, std, qkv_bias=True)
+    save_bf16(t, os.path.join(out, "model.safetensors"))
+    print(f"{out}: tokenizer {n_tok} tokens, config vocab {vocab}")
+
+
+def make_qwen3():
+    out = fresh("tiny-qwen3")
+    n_tok, ids = qwen_tokenizer(out)
+    vocab = n_tok
+    hidden, ff, layers, heads, kv, hd = 192, 384, 3, 4, 2, 64
+    write_json(os.path.join(out, "config.json"), {
+        "architectures": ["Qwen3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "bos_token_id": ids["<|endoftext|>"], "dtype": "float16", "eos_token_id": ids["<|im_end|>"],
+        "head_dim": hd, "hidden_act": "silu", "hidden_size": hidden, "initializer_range": 0.02,
+        "intermediate_size": ff, "layer_types": ["full_attention"] * layers, "max_position_embeddings": 40960,
+        "max_window_layers": layers, "model_type": "qwen3", "num_attention_heads": heads,
+        "num_hidden_layers": layers, "num_key_value_heads": kv, "rms_norm_eps": 1e-6,
+        "rope_parameters": {"rope_theta": 1000000.0, "rope_type": "default"}, "sliding_window": None,
+        "tie_word_embeddings": False, "transformers_version": "5.0.0", "use_cache": True,
+        "use_sliding_window": False, "vocab_size": vocab,
+    })
+    rng = np.random.default_rng(44)
+    std = {"emb": 0.3, "head": 0.2, "qk": 0.08, "v": 0.06, "o": 0.08, "ff": 0.06, "down": 0.08}
+    t = dense_weights(rng, vocab, hidden, ff, layers, heads, kv, hd, False, std, qk_norm=True)
+    save_shards(t, out, 2, save_f16)
+    print(f"{out}: tokenizer {n_tok} tokens, head_dim {hd} x {heads} heads != hidden {hidden}")
+
+
+if __name__ == "__main__":
+    make_qwen2()
+    make_qwen3()
