@@ -41,6 +41,10 @@ Checks, per variant and output type (each prints PASS/FAIL with measured values)
                file, read-only dir), write failing midway, unknown type: non-zero exit, a message
                naming the file/tensor, no file at the output path, a pre-existing output kept.
 
+Architecture fixtures (fixtures/tiny-qwen2, tiny-qwen3, ...: every fixture with golden data in
+fixtures/golden-arch) are checked by arch_checks.py against llama.cpp's own converter output and
+HF transformers' logits; see that file.
+
 Prints one line per check and ends with exactly 'N passed, M failed'; exits 1 if anything failed.
 """
 import argparse
@@ -1070,6 +1074,11 @@ def main():
         model_checks(args, "spm-json-legacy", d, tmp, ["f16"], identity=False, extras=False)
         if "f16" in json_only:
             same_conversion(args, "spm-json-legacy", d, json_only["f16"], variants, "legacy vs Metaspace form")
+
+        import arch_checks
+
+        for name in arch_checks.golden_fixtures(FIX):
+            arch_checks.arch_checks(sys.modules[__name__], args, name, FIX, tmp)
 
         error_checks(args, tmp)
     finally:

@@ -1,0 +1,170 @@
+"""Interop checks for the architecture fixtures (fixtures/golden-arch/*: Qwen2, Qwen3, ...),
+called from run.py with its helpers module. Per fixture:
+
+  convert      f16 / q8_0 / q4_0 / q4_k_s / q4_k_m convert (exit 0, file present, no temp file)
+  converter    the f16 file's metadata (keys, GGUF types, values; not the general.* naming keys)
+               and tensors (names, types, dims, bytes) equal what llama.cpp's own
+               convert_hf_to_gguf.py wrote for the checkpoint (golden-arch/<f>/converter.json)
+  tokenize     llama.cpp's ids == the `tokenizers` library's ids on sample and random texts
+               (texts that the tokenizer's NFC normalizer would change are left out: llama.cpp does
+               not normalize), control tokens parsed like tokenizers with special=True
+  f16 logits   llama.cpp's logits == HF transformers' logits of the checkpoint (golden-arch/<f>/
+               hf_logits.npy, made by scripts/gen_arch_golden.py): max |diff| / max |ref| < F16_TOL,
+               top-1 identical at positions with a clear winner; negative control: the same
+               checkpoint with rope_theta x10 must miss by more than 10x the tolerance
+  identity     llama_model_quantize of qforge's f16 file gives exactly qforge's q file (tensors,
+               metadata but qforge.*), for every quantized type
+  quant logits the q files load and their logits stay close to F16's (cosine thresholds)
+"""
+import json
+import os
+import shutil
+import unicodedata
+
+import numpy as np
+
+ARCH_TYPES = ["f16", "q8_0", "q4_0", "q4_k_s", "q4_k_m"]
+# Sanity bounds only (byte identity with llama-quantize is the exactness check): the tiny random
+# models have 192-wide rows, so q4_0 is plain 4-bit everywhere (min cosine measured 0.897).
+MIN_COSINE = {"q8_0": 0.999, "q4_0": 0.85, "q4_k_s": 0.93, "q4_k_m": 0.93}
+SPECIAL_TEXTS = ["<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n",
+                 "text<|endoftext|>more", "<|im_end|><|im_end|>x"]
+
+
+def golden_fixtures(fix):
+    d = os.path.join(fix, "golden-arch")
+    return sorted(os.listdir(d))
+
+
+def arch_checks(h, args, name, fix, tmp):
+    qforge, only = args.qforge, args.only
+    model_dir = os.path.join(fix, name)
+    gold_dir = os.path.join(fix, "golden-arch", name)
+    label = name.removeprefix("tiny-")
+    files = {}
+    for ty in ARCH_TYPES:
+        out = os.path.join(tmp, label, f"{ty}.gguf")
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        if h.check(f"{label}: convert -t {ty}", lambda ty=ty, out=out: h.convert(qforge, model_dir, ty, out) and None,
+                   only, prerequisite=True):
+            files[ty] = out
+    if "f16" not in files:
+        return
+
+    def converter():
+        with open(os.path.join(gold_dir, "converter.json"), encoding="utf-8") as f:
+            gold = json.load(f)
+        kv, tensors = h.read_gguf(files["f16"])
+        naming = {"general.name", "general.size_label", "general.basename", "general.finetune"}
+        want = {k: (t, v) for k, t, v in gold["kv"] if k not in naming}
+        got = {k: v for k, v in kv.items() if k not in naming and not k.startswith("qforge.")}
+        problems = h.describe_kv_diff(got, want)
+        import hashlib
+
+        gt = {t[0]: t[1:] for t in gold["tensors"]}
+        mine = {n: [tid, shape, hashlib.sha256(data).hexdigest()] for n, tid, shape, data in tensors}
+        if set(gt) != set(mine):
+            problems.append(f"tensor sets differ: {sorted(set(gt) ^ set(mine))}")
+        problems += [f"{n}: differs" for n in gt if n in mine and mine[n] != gt[n]]
+        if problems:
+            raise AssertionError(f"{len(problems)} differences: " + "; ".join(problems[:6]))
+        return f"{len(want)} keys and {len(gt)} tensors identical to llama.cpp's convert_hf_to_gguf.py"
+
+    h.check(f"{label}: f16 equals llama.cpp's converter output", converter, only)
+
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
+    plain = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
+    plain.encode_special_tokens = True
+    gen = h.load_generator()
+
+    def tokenize():
+        llm = h.llama(files["f16"], vocab_only=True)
+        texts = [t for t in h.SAMPLE_TEXTS + gen.rng_texts(4321, 300) if unicodedata.normalize("NFC", t) == t]
+        bad = []
+        for text in texts:
+            got = llm.tokenize(text.encode(), add_bos=True, special=False)
+            want = plain.encode(text).ids
+            if got != want:
+                bad.append((text, got, want))
+        if bad:
+            raise AssertionError(f"{len(bad)} of {len(texts)} texts differ, first: {bad[0]}")
+        specials = []
+        for text in SPECIAL_TEXTS:
+            got = llm.tokenize(text.encode(), add_bos=True, special=True)
+            want = tok.encode(text).ids
+            if got != want:
+                specials.append((text, got, want))
+        if specials:
+            raise AssertionError(f"control-token texts differ: {specials}")
+        return f"{len(texts)} texts and {len(SPECIAL_TEXTS)} control-token texts identical to tokenizers"
+
+    h.check(f"{label}: llama.cpp tokenizes like tokenizers", tokenize, only)
+
+    with open(os.path.join(gold_dir, "hf_tokens.json"), encoding="utf-8") as f:
+        prompt = json.load(f)
+    tokens = prompt["ids"]
+    want = np.load(os.path.join(gold_dir, "hf_logits.npy")).astype(np.float64)
+    state = {}
+
+    def f16_logits():
+        llm = h.llama(files["f16"], vocab_only=True)
+        ids = llm.tokenize(prompt["prompt"].encode(), add_bos=True, special=False)
+        if ids != tokens:
+            raise AssertionError(f"llama.cpp tokenizes the prompt as {ids}, transformers' run used {tokens}")
+        got = h.llama_logits(files["f16"], tokens)
+        state["f16"] = got
+        scale = np.abs(want).max()
+        err = np.abs(got - want).max() / scale
+        top2 = np.sort(want, -1)[:, -2:]
+        clear = (top2[:, 1] - top2[:, 0]) > 0.02 * scale
+        agree = (got.argmax(-1) == want.argmax(-1))[clear].mean()
+        # negative control: a wrong rope_theta must be visible
+        ctl_dir = os.path.join(tmp, label, "theta-x10")
+        shutil.copytree(model_dir, ctl_dir, dirs_exist_ok=True)
+        with open(os.path.join(ctl_dir, "config.json"), encoding="utf-8") as f:
+            cfg = json.load(f)
+        if "rope_parameters" in cfg:
+            cfg["rope_parameters"]["rope_theta"] *= 10
+        else:
+            cfg["rope_theta"] *= 10
+        with open(os.path.join(ctl_dir, "config.json"), "w", encoding="utf-8") as f:
+            json.dump(cfg, f)
+        ctl_file = h.convert(qforge, ctl_dir, "f16", os.path.join(tmp, label, "theta-x10.gguf"))
+        ctl = np.abs(h.llama_logits(ctl_file, tokens) - want).max() / scale
+        h.release(ctl_file)
+        if not err < h.F16_TOL:
+            raise AssertionError(f"max |llama.cpp - transformers| / max |transformers| = {err:.2e} >= {h.F16_TOL}")
+        if agree < 1.0:
+            raise AssertionError(f"top-1 agreement {agree:.3f} at {clear.sum()} positions with a clear winner")
+        if not ctl > 10 * h.F16_TOL:
+            raise AssertionError(f"negative control rope_theta x10 is only {ctl:.2e} away: the check cannot see it")
+        return (f"max rel err {err:.1e} vs transformers over {len(tokens)} positions (logit scale {scale:.1f}); "
+                f"top-1 identical at {clear.sum()} clear positions; control rope_theta x10: {ctl:.2f}")
+
+    h.check(f"{label}: f16 logits equal HF transformers' logits", f16_logits, only)
+
+    for ty in [t for t in ARCH_TYPES if t != "f16" and t in files]:
+        def identical(ty=ty):
+            ref = os.path.join(tmp, label, f"{ty}-llama-quantize.gguf")
+            h.llama_quantize(files["f16"], ref, h.FILE_TYPE[ty])
+            (kva, a), (kvb, b) = h.read_gguf(files[ty]), h.read_gguf(ref)
+            diff = [x[0] for x, y in zip(a, b) if x != y]
+            kvd = h.describe_kv_diff(kva, kvb, skip=lambda k: k.startswith("qforge."))
+            if diff or len(a) != len(b) or kvd:
+                raise AssertionError(f"tensors differ: {diff[:4]} (counts {len(a)}/{len(b)}); metadata: {kvd[:4]}")
+            return f"{len(a)} tensors (ggml types {sorted({t[1] for t in a})}) and metadata identical"
+
+        h.check(f"{label}: {ty} equals llama-quantize of qforge's f16", identical, only)
+
+        def quant_logits(ty=ty):
+            got = h.llama_logits(files[ty], tokens)
+            h.release(files[ty])
+            cos = h.cosines(got, state.get("f16", want))
+            if cos.min() < MIN_COSINE[ty]:
+                raise AssertionError(f"min cosine to F16 logits {cos.min():.4f} < {MIN_COSINE[ty]}")
+            return f"loads; min cosine to F16 logits {cos.min():.4f} (mean {cos.mean():.4f})"
+
+        h.check(f"{label}: {ty} logits", quant_logits, only)
+    h.release(files["f16"])
