@@ -16,13 +16,21 @@ fixtures/tiny-qwen3   Qwen3ForCausalLM as Qwen3 ships it, in transformers v5 for
     dtype): head_dim 64 with hidden 192 and 4 heads (H*D = 256 != hidden), q_norm/k_norm, GQA
     4/2, untied, F16, two shards with an index.
 
-Both carry Qwen's byte-level BPE tokenizer (trained here on the shared corpus): NFC normalizer,
+fixtures/tiny-phi3   Phi3ForCausalLM in the transformers v4 form Phi-3.5-mini ships: LongRoPE
+    (rope_scaling type longrope, long/short factors, max_position_embeddings 131072 over an original
+    4096), fused qkv_proj and gate_up_proj; with Phi-4-mini's GQA (4/2), partial rotary factor 0.75
+    and tied embeddings; F16, one file. Phi-3's SentencePiece tokenizer: tokenizer.model (Llama-2
+    trainer settings) plus the <|endoftext|>, <|user|>, <|end|>, ... tokens after it in
+    added_tokens.json, tokenizer_config.json and tokenizer.json, config vocab_size padded beyond them.
+
+The Qwen fixtures carry Qwen's byte-level BPE tokenizer (trained here on the shared corpus): NFC normalizer,
 Split(<Qwen2 regex>, isolated) + ByteLevel(use_regex=false), ignore_merges false, the
 <|endoftext|>/<|im_start|>/<|im_end|> specials, no BOS, ChatML chat template.
 
     python3 scripts/make_tiny_arch_models.py
 """
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -194,6 +202,81 @@ def make_qwen3():
     print(f"{out}: tokenizer {n_tok} tokens, head_dim {hd} x {heads} heads != hidden {hidden}")
 
 
+PHI3_ADDED = ["<|endoftext|>", "<|assistant|>", "<|placeholder1|>", "<|placeholder2|>", "<|placeholder3|>",
+              "<|placeholder4|>", "<|system|>", "<|end|>", "<|placeholder5|>", "<|placeholder6|>", "<|user|>"]
+PHI3_CHAT_TEMPLATE = ("{% for message in messages %}{{'<|' + message['role'] + '|>' + '\\n' + message['content'] + "
+                      "'<|end|>\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}")
+
+
+def make_phi3():
+    import sentencepiece as spm
+
+    out = fresh("tiny-phi3")
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS * 3), model_writer=model, vocab_size=400, model_type="bpe",
+        byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, split_digits=True,
+        add_dummy_prefix=True, normalization_rule_name="identity", remove_extra_whitespaces=False,
+        allow_whitespace_only_pieces=True, split_by_unicode_script=True, split_by_whitespace=True,
+        max_sentencepiece_length=16, character_coverage=0.98, num_threads=1, minloglevel=2)
+    proto = model.getvalue()
+    with open(os.path.join(out, "tokenizer.model"), "wb") as f:
+        f.write(proto)
+    sp = spm.SentencePieceProcessor(model_proto=proto)
+    n_sp = sp.get_piece_size()
+    # Phi-3's tokenizer.json is the Llama-2 (legacy) form; its added tokens follow the pieces.
+    tok, _ = BASE.spm_tokenizer_json(sp, legacy=True)
+    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in PHI3_ADDED])
+    ids = {s: tok.token_to_id(s) for s in PHI3_ADDED}
+    assert ids["<|endoftext|>"] == n_sp
+    tok.save(os.path.join(out, "tokenizer.json"))
+    write_json(os.path.join(out, "added_tokens.json"), ids)
+    decoder = BASE.added_tokens_decoder(tok, ["<unk>", "<s>", "</s>"] + PHI3_ADDED)
+    write_json(os.path.join(out, "tokenizer_config.json"), {
+        "add_bos_token": True, "add_eos_token": False, "added_tokens_decoder": decoder,
+        "bos_token": "<s>", "chat_template": PHI3_CHAT_TEMPLATE, "clean_up_tokenization_spaces": False,
+        "eos_token": "<|endoftext|>", "legacy": False, "model_max_length": 131072, "pad_token": "<|endoftext|>",
+        "padding_side": "left", "sp_model_kwargs": {}, "tokenizer_class": "LlamaTokenizer", "unk_token": "<unk>",
+        "use_default_system_prompt": False,
+    })
+    vocab = 448  # > tokenizer.model + added tokens: [PAD] entries
+    hidden, ff, layers, heads, kv = 256, 512, 2, 4, 2
+    hd = hidden // heads
+    rope_dims = int(0.75 * hidden) // heads
+    rng = np.random.default_rng(55)
+    short = [round(float(x), 4) for x in 1.0 + 0.5 * rng.random(rope_dims // 2)]
+    long = [round(float(x), 4) for x in 1.0 + 20.0 * rng.random(rope_dims // 2)]
+    write_json(os.path.join(out, "config.json"), {
+        "architectures": ["Phi3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "bos_token_id": 1, "embd_pdrop": 0.0, "eos_token_id": ids["<|endoftext|>"], "hidden_act": "silu",
+        "hidden_size": hidden, "initializer_range": 0.02, "intermediate_size": ff,
+        "max_position_embeddings": 131072, "model_type": "phi3", "num_attention_heads": heads,
+        "num_hidden_layers": layers, "num_key_value_heads": kv, "original_max_position_embeddings": 4096,
+        "pad_token_id": ids["<|endoftext|>"], "partial_rotary_factor": 0.75, "resid_pdrop": 0.0,
+        "rms_norm_eps": 1e-5, "rope_scaling": {"long_factor": long, "short_factor": short, "type": "longrope"},
+        "rope_theta": 10000.0, "sliding_window": 262144, "tie_word_embeddings": True, "torch_dtype": "float16",
+        "transformers_version": "4.43.3", "use_cache": True, "vocab_size": vocab,
+    })
+    std = {"emb": 0.25, "qk": 0.08, "v": 0.06, "o": 0.08, "ff": 0.06, "down": 0.08}
+    t = dense_weights(rng, vocab, hidden, ff, layers, heads, kv, hd, True, std)
+    fused = {}
+    for name, w in t.items():
+        if ".self_attn.q_proj." in name:
+            p = name.split("self_attn.")[0]
+            fused[p + "self_attn.qkv_proj.weight"] = np.concatenate(
+                [w, t[p + "self_attn.k_proj.weight"], t[p + "self_attn.v_proj.weight"]])
+        elif ".self_attn.k_proj." in name or ".self_attn.v_proj." in name or ".mlp.up_proj." in name:
+            continue
+        elif ".mlp.gate_proj." in name:
+            p = name.split("mlp.")[0]
+            fused[p + "mlp.gate_up_proj.weight"] = np.concatenate([w, t[p + "mlp.up_proj.weight"]])
+        else:
+            fused[name] = w
+    save_f16(fused, os.path.join(out, "model.safetensors"))
+    print(f"{out}: {n_sp} pieces + {len(PHI3_ADDED)} added tokens, config vocab {vocab}, rope dims {rope_dims}")
+
+
 if __name__ == "__main__":
     make_qwen2()
     make_qwen3()
+    make_phi3()

@@ -8,10 +8,11 @@
 
 pub mod hparams;
 pub mod llama;
+pub mod phi;
 pub mod qwen;
 
 use crate::gguf::Value;
-use crate::source::tokenizer::Vocab;
+use crate::source::tokenizer::{Vocab, VocabStyle};
 use crate::source::HfConfig;
 
 pub use hparams::{ClassDefaults, TextHparams};
@@ -30,7 +31,7 @@ pub struct Family {
 }
 
 /// Every family qforge converts, in the order `supported()` lists them.
-pub const FAMILIES: &[&Family] = &[&llama::FAMILY, &qwen::FAMILY];
+pub const FAMILIES: &[&Family] = &[&llama::FAMILY, &qwen::FAMILY, &phi::FAMILY];
 
 /// Every supported `architectures` name.
 pub fn supported() -> Vec<&'static str> {
@@ -118,6 +119,11 @@ pub trait Architecture: std::fmt::Debug + Send + Sync {
 
     /// What llama-quantize's type rules look at.
     fn quant_hints(&self) -> QuantHints;
+
+    /// Which of llama.cpp's vocabulary builders the family's converter uses.
+    fn vocab_style(&self) -> VocabStyle {
+        VocabStyle::Default
+    }
 
     /// Family-specific changes to the vocabulary keys (e.g. Gemma's `add_space_prefix`).
     fn adjust_vocab(&self, _vocab: &mut Vocab) {}

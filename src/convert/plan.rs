@@ -289,7 +289,7 @@ fn plan_arch(
 
     let tensors = add_nf4_state_tensors(tensors);
     check_names(&tensors)?;
-    let mut vocab = load_vocab(&ck.path, config)?;
+    let mut vocab = load_vocab(&ck.path, config, arch.vocab_style())?;
     arch.adjust_vocab(&mut vocab);
     let mut m = Metadata::new();
     put(
@@ -357,6 +357,7 @@ fn put_vocab(m: &mut Metadata, v: &Vocab) -> Result<(), ConvertError> {
     for (key, flag) in [
         ("tokenizer.ggml.add_bos_token", v.add_bos),
         ("tokenizer.ggml.add_eos_token", v.add_eos),
+        ("tokenizer.ggml.add_sep_token", v.add_sep),
         ("tokenizer.ggml.add_space_prefix", v.add_space_prefix),
     ] {
         if let Some(flag) = flag {

@@ -160,6 +160,54 @@ pub fn use_more_bits(i: i64, n: i64) -> bool {
     i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2
 }
 
+/// llama-quantize's tensor categories (`tensor_get_category`), by substring in its order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Category {
+    Output,
+    TokenEmbd,
+    /// attn_v and the tensors llama-quantize treats like it: fused attn_qkv and attn_kv_b.
+    AttnV,
+    AttnK,
+    AttnQ,
+    AttnOutput,
+    FfnUp,
+    FfnGate,
+    FfnDown,
+    Other,
+}
+
+/// The category of a GGUF tensor name.
+pub fn category(name: &str) -> Category {
+    if name == "output.weight" {
+        return Category::Output;
+    }
+    if name == "token_embd.weight" || name == "per_layer_token_embd.weight" {
+        return Category::TokenEmbd;
+    }
+    for (needle, cat) in [
+        ("attn_qkv.weight", Category::AttnV),
+        ("attn_kv_b.weight", Category::AttnV),
+        ("attn_v.weight", Category::AttnV),
+        ("attn_k.weight", Category::AttnK),
+        ("attn_q.weight", Category::AttnQ),
+        ("attn_output.weight", Category::AttnOutput),
+        ("ffn_up", Category::FfnUp),
+        ("ffn_gate", Category::FfnGate),
+        ("ffn_down", Category::FfnDown),
+    ] {
+        if name.contains(needle) {
+            return cat;
+        }
+    }
+    Category::Other
+}
+
+/// `ggml_n_dims`: the dimension count without trailing 1s (at least 1), so a `{E, 1}` tensor
+/// counts as 1-D.
+pub fn ggml_n_dims(dims: &[u64]) -> usize {
+    dims.iter().rposition(|&d| d != 1).map_or(1, |i| i + 1)
+}
+
 /// llama-quantize's `tensor_allows_quantization` for the tensors a llama model has.
 pub fn allows_quantization(name: &str, n_dims: usize) -> bool {
     n_dims >= 2
@@ -281,14 +329,17 @@ pub fn choose_types_with(
 ) -> Vec<GgmlType> {
     let names: Vec<String> = tensors.iter().map(|t| t.0.clone()).collect();
     let mut out: Vec<GgmlType> = vec![GgmlType::F32; tensors.len()];
-    let n_attention_wv = names.iter().filter(|n| n.contains("attn_v.weight")).count() as i64;
+    let n_attention_wv = names
+        .iter()
+        .filter(|n| category(n) == Category::AttnV)
+        .count() as i64;
     let n_layer = shape.n_layer as i64;
     let mut i_attention_wv: i64 = 0;
     let mut i_ffn_down: i64 = 0;
     for i in quantize_order(&names) {
         let (name, dims) = &tensors[i];
         let ne0 = dims[0];
-        if !allows_quantization(name, dims.len()) {
+        if !allows_quantization(name, ggml_n_dims(dims)) {
             out[i] = GgmlType::F32;
             continue;
         }
@@ -334,26 +385,50 @@ pub fn choose_types_with(
             }
         } else if name == "token_embd.weight" {
             // unchanged for the recipes qforge offers
-        } else if name.contains("attn_v.weight") {
-            match recipe {
-                Recipe::Iq4Nl if shape.n_gqa() >= 4 => ty = GgmlType::Q5K,
-                Recipe::Q4KM if use_more_bits(i_attention_wv, n_attention_wv) => ty = GgmlType::Q6K,
-                Recipe::Q4KS if i_attention_wv < 4 => ty = GgmlType::Q5K,
+        } else {
+            match category(name) {
+                Category::AttnV => {
+                    match recipe {
+                        Recipe::Iq4Nl if shape.n_gqa() >= 4 => ty = GgmlType::Q5K,
+                        Recipe::Q4KM if use_more_bits(i_attention_wv, n_attention_wv) => {
+                            ty = GgmlType::Q6K
+                        }
+                        Recipe::Q4KS if i_attention_wv < 4 => ty = GgmlType::Q5K,
+                        _ => {}
+                    }
+                    if shape.is_70b && ty == GgmlType::Q4K {
+                        ty = GgmlType::Q5K;
+                    }
+                    if shape.n_expert == 8 {
+                        ty = GgmlType::Q8_0;
+                    }
+                    i_attention_wv += 1;
+                }
+                Category::AttnK if shape.n_expert == 8 => ty = GgmlType::Q8_0,
+                Category::AttnOutput
+                    if shape.n_expert == 8
+                        && matches!(recipe, Recipe::Iq4Nl | Recipe::Q4KS | Recipe::Q4KM) =>
+                {
+                    ty = GgmlType::Q5K
+                }
+                Category::FfnDown => {
+                    // With experts llama-quantize reads the layer from the name (expert and
+                    // shared-expert tensors of one layer are both ffn_down).
+                    let i_layer = if shape.n_expert > 1 {
+                        layer_of(name)
+                    } else {
+                        i_ffn_down
+                    };
+                    match recipe {
+                        Recipe::Q4KM if use_more_bits(i_layer, n_layer) => ty = GgmlType::Q6K,
+                        Recipe::Iq4Nl if i_layer < n_layer / 8 => ty = GgmlType::Q5K,
+                        Recipe::Q4KS if i_layer < n_layer / 8 => ty = GgmlType::Q5K,
+                        _ => {}
+                    }
+                    i_ffn_down += 1;
+                }
                 _ => {}
             }
-            if shape.is_70b && ty == GgmlType::Q4K {
-                ty = GgmlType::Q5K;
-            }
-            i_attention_wv += 1;
-        } else if name.contains("ffn_down") {
-            let i_layer = i_ffn_down;
-            match recipe {
-                Recipe::Q4KM if use_more_bits(i_layer, n_layer) => ty = GgmlType::Q6K,
-                Recipe::Iq4Nl if i_layer < n_layer / 8 => ty = GgmlType::Q5K,
-                Recipe::Q4KS if i_layer < n_layer / 8 => ty = GgmlType::Q5K,
-                _ => {}
-            }
-            i_ffn_down += 1;
         }
         out[i] = fallback(ty, ne0).0;
     }

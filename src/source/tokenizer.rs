@@ -46,6 +46,7 @@ pub struct Vocab {
     pub pad: Option<u32>,
     pub add_bos: Option<bool>,
     pub add_eos: Option<bool>,
+    pub add_sep: Option<bool>,
     pub add_space_prefix: Option<bool>,
     pub chat_template: Option<String>,
 }
@@ -106,9 +107,22 @@ impl Files {
     }
 }
 
+/// Which of llama.cpp's converter vocabulary builders to follow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum VocabStyle {
+    /// `TextModel`'s: SentencePiece from tokenizer.model, else byte-level BPE.
+    #[default]
+    Default,
+    /// `Phi3MiniModel.set_vocab`: SentencePiece whose added tokens (added_tokens.json,
+    /// tokenizer_config.json's `added_tokens_decoder`, tokenizer.json's `added_tokens`, in that
+    /// order) override any id with score -1000, CONTROL when `special` else USER_DEFINED; or
+    /// byte-level BPE when tokenizer_config.json says `GPT2Tokenizer` (Phi-4).
+    Phi3,
+}
+
 /// Load the vocabulary of the model folder `dir`. `vocab_size` from config.json pads the
 /// token list with `[PAD{i}]` entries as llama.cpp's converter does.
-pub fn load_vocab(dir: &Path, config: &HfConfig) -> Result<Vocab, SourceError> {
+pub fn load_vocab(dir: &Path, config: &HfConfig, style: VocabStyle) -> Result<Vocab, SourceError> {
     let tj = dir.join("tokenizer.json");
     let tc = dir.join("tokenizer_config.json");
     let files = Files {
@@ -117,7 +131,19 @@ pub fn load_vocab(dir: &Path, config: &HfConfig) -> Result<Vocab, SourceError> {
         tokenizer_config: tc.is_file().then(|| read_json(&tc)).transpose()?,
     };
     let spm = dir.join("tokenizer.model");
-    let mut vocab = if spm.is_file() {
+    let gpt2_class = files
+        .tokenizer_config
+        .as_ref()
+        .and_then(|c| c.get("tokenizer_class"))
+        .and_then(|c| c.as_str())
+        == Some("GPT2Tokenizer");
+    let mut vocab = if style == VocabStyle::Phi3 && !gpt2_class {
+        let bytes = std::fs::read(&spm).map_err(|source| SourceError::Io {
+            path: spm.clone(),
+            source,
+        })?;
+        phi3_vocab(&spm, &bytes, &files, config)?
+    } else if spm.is_file() && !(style == VocabStyle::Phi3 && gpt2_class) {
         let bytes = std::fs::read(&spm).map_err(|source| SourceError::Io {
             path: spm.clone(),
             source,
@@ -322,6 +348,92 @@ fn added_tokens(files: &Files) -> Vec<AddedToken> {
         }
     }
     out
+}
+
+/// Phi3MiniModel's SentencePiece vocabulary (see [`VocabStyle::Phi3`]).
+fn phi3_vocab(
+    path: &Path,
+    bytes: &[u8],
+    files: &Files,
+    config: &HfConfig,
+) -> Result<Vocab, SourceError> {
+    // Phi3MiniModel writes no add_space_prefix: llama.cpp's SentencePiece default applies.
+    let (pieces, _) = parse_model_proto(bytes, path)?;
+    let max_id = (pieces.len() as u32).checked_sub(1);
+    let n = table_size_for(max_id, config, path)?;
+    let mut tokens: Vec<String> = (0..n).map(|i| format!("[PAD{i}]")).collect();
+    let mut scores = vec![-10000.0f32; n];
+    let mut types = vec![token_type::UNUSED; n];
+    for (i, (text, score, ty)) in pieces.into_iter().enumerate() {
+        tokens[i] = text;
+        scores[i] = score;
+        // IsUnknown / IsControl / IsUnused / IsByte, everything else (user-defined too) NORMAL
+        types[i] = match ty {
+            2 | 3 | 5 | 6 => ty,
+            _ => token_type::NORMAL,
+        };
+    }
+    let mut set = |id: u64, content: &str, ty: i32| {
+        if let Some(i) = usize::try_from(id).ok().filter(|&i| i < n) {
+            tokens[i] = content.to_string();
+            scores[i] = -1000.0;
+            types[i] = ty;
+        }
+    };
+    let added_json = files.dir.join("added_tokens.json");
+    if added_json.is_file() {
+        if let Value::Object(map) = read_json(&added_json)? {
+            for (content, id) in map {
+                if let Some(id) = id.as_u64() {
+                    set(id, &content, token_type::USER_DEFINED);
+                }
+            }
+        }
+    }
+    let special_type = |t: &Value| {
+        if t.get("special").and_then(|v| v.as_bool()).unwrap_or(false) {
+            token_type::CONTROL
+        } else {
+            token_type::USER_DEFINED
+        }
+    };
+    if let Some(obj) = files
+        .tokenizer_config
+        .as_ref()
+        .and_then(|c| c.get("added_tokens_decoder"))
+        .and_then(|a| a.as_object())
+    {
+        for (id, t) in obj {
+            if let (Ok(id), Some(content)) =
+                (id.parse::<u64>(), t.get("content").and_then(|c| c.as_str()))
+            {
+                set(id, content, special_type(t));
+            }
+        }
+    }
+    if let Some(arr) = files
+        .tokenizer_json
+        .as_ref()
+        .and_then(|j| j.get("added_tokens"))
+        .and_then(|a| a.as_array())
+    {
+        for t in arr {
+            if let (Some(id), Some(content)) = (
+                t.get("id").and_then(|v| v.as_u64()),
+                t.get("content").and_then(|c| c.as_str()),
+            ) {
+                set(id, content, special_type(t));
+            }
+        }
+    }
+    Ok(Vocab {
+        model: "llama".into(),
+        pre: "default".into(),
+        tokens,
+        scores: Some(scores),
+        token_types: types,
+        ..Vocab::default()
+    })
 }
 
 /// Text that llama.cpp's converter treats as a control token even when not marked special.
@@ -724,12 +836,17 @@ fn special_tokens(vocab: &mut Vocab, files: &Files, config: &HfConfig) {
     };
     // gguf-py's SpecialVocab: what the post-processor implies wins over tokenizer_config.json,
     // which only fills what the post-processor leaves unset.
-    let (post_bos, post_eos) = files
+    let content =
+        |key: &str| -> Option<String> { token_content(files.tokenizer_config.as_ref()?.get(key)?) };
+    let post = files
         .tokenizer_json
         .as_ref()
-        .map_or((None, None), post_processor_specials);
-    vocab.add_bos = post_bos.or_else(|| flag("add_bos_token"));
-    vocab.add_eos = post_eos.or_else(|| flag("add_eos_token"));
+        .map_or(PostSpecials::default(), |j| {
+            post_processor_specials(j, content("eos_token"), content("sep_token"))
+        });
+    vocab.add_bos = post.bos.or_else(|| flag("add_bos_token"));
+    vocab.add_sep = post.sep.or_else(|| flag("add_sep_token"));
+    vocab.add_eos = post.eos.or_else(|| flag("add_eos_token"));
     if vocab.model == "llama" {
         if let Some(prefix) = flag("add_prefix_space") {
             vocab.add_space_prefix = Some(prefix);
@@ -737,44 +854,90 @@ fn special_tokens(vocab: &mut Vocab, files: &Files, config: &HfConfig) {
     }
 }
 
-/// Whether the post-processor adds BOS / EOS, as gguf-py's SpecialVocab reads it: a
-/// `ByteLevel` step says "neither" unless something already decided, a `TemplateProcessing`
+/// What a tokenizer.json post-processor says about adding BOS / EOS / SEP.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct PostSpecials {
+    bos: Option<bool>,
+    eos: Option<bool>,
+    sep: Option<bool>,
+}
+
+/// Whether the post-processor adds BOS / EOS / SEP, as gguf-py's SpecialVocab reads it: a
+/// `ByteLevel` step says "neither" unless something already decided; a `TemplateProcessing`
 /// step whose `single` template has more than one piece adds BOS when it starts with a special
-/// token and EOS when it ends with one. `None` where nothing is said.
-fn post_processor_specials(json: &Value) -> (Option<bool>, Option<bool>) {
+/// token and EOS when it ends with one, and its `pair` template `A <x> [<y>] B` adds SEP when
+/// the separator is the EOS or SEP token. `None` where nothing is said.
+fn post_processor_specials(json: &Value, eos: Option<String>, sep: Option<String>) -> PostSpecials {
+    let mut out = PostSpecials::default();
     let Some(post) = json.get("post_processor").filter(|p| !p.is_null()) else {
-        return (None, None);
+        return out;
     };
     let steps: Vec<&Value> = match post.get("processors").and_then(|p| p.as_array()) {
         Some(list) => list.iter().collect(),
         None => vec![post],
     };
-    let (mut bos, mut eos) = (None, None);
+    let special_id = |v: &Value| -> Option<String> {
+        v.get("SpecialToken")?
+            .get("id")?
+            .as_str()
+            .map(str::to_string)
+    };
+    let sequence_id = |v: &Value| -> Option<String> {
+        v.get("Sequence")?.get("id")?.as_str().map(str::to_string)
+    };
+    let is_sep = |id: &Option<String>| id.is_some() && (*id == sep || *id == eos);
     for step in steps {
         match step.get("type").and_then(|t| t.as_str()) {
             Some("ByteLevel") => {
-                bos.get_or_insert(false);
-                eos.get_or_insert(false);
+                out.bos.get_or_insert(false);
+                out.eos.get_or_insert(false);
             }
             Some("TemplateProcessing") => {
-                let single = step
-                    .get("single")
-                    .and_then(|s| s.as_array())
-                    .map_or(&[][..], |s| s.as_slice());
-                let is_special = |v: &Value| v.get("SpecialToken").is_some();
+                let list = |key: &str| -> Vec<Value> {
+                    step.get(key)
+                        .and_then(|s| s.as_array())
+                        .cloned()
+                        .unwrap_or_default()
+                };
+                let (single, pair) = (list("single"), list("pair"));
+                let (mut first, mut last) = (None, None);
                 if single.len() > 1 {
-                    if single.first().is_some_and(is_special) {
-                        bos = Some(true);
+                    first = special_id(&single[0]);
+                    last = special_id(&single[single.len() - 1]);
+                    if first.is_some() {
+                        out.bos = Some(true);
                     }
-                    if single.last().is_some_and(is_special) {
-                        eos = Some(true);
+                    if last.is_some() {
+                        out.eos = Some(true);
                     }
                 }
+                if pair.is_empty() {
+                    continue;
+                }
+                let start = usize::from(first.is_some() && special_id(&pair[0]) == first);
+                let stop = if last.is_some() && special_id(&pair[pair.len() - 1]) == last {
+                    pair.len() - 1
+                } else {
+                    pair.len()
+                };
+                let mid = pair.get(start..stop).unwrap_or(&[]);
+                if mid.len() < 3
+                    || sequence_id(&mid[0]).as_deref() != Some("A")
+                    || sequence_id(&mid[mid.len() - 1]).as_deref() != Some("B")
+                {
+                    continue;
+                }
+                let inner = &mid[1..mid.len() - 1];
+                let mut add_sep = is_sep(&special_id(&inner[0])) && last.is_none();
+                if inner.len() == 2 && is_sep(&special_id(&inner[1])) {
+                    add_sep = true;
+                }
+                out.sep = Some(add_sep);
             }
             _ => {}
         }
     }
-    (bos, eos)
+    out
 }
 
 fn chat_template(files: &Files) -> Result<Option<String>, SourceError> {
@@ -877,22 +1040,39 @@ mod tests {
         let eos = json!({"SpecialToken": {"id": "</s>", "type_id": 0}});
         let tp = |single: Value| json!({"type": "TemplateProcessing", "single": single});
         let j = json!({"post_processor": tp(json!([bos, seq]))});
-        assert_eq!(post_processor_specials(&j), (Some(true), None));
+        assert_eq!(flags(&j), (Some(true), None));
         let j = json!({"post_processor": tp(json!([bos, seq, eos]))});
-        assert_eq!(post_processor_specials(&j), (Some(true), Some(true)));
+        assert_eq!(flags(&j), (Some(true), Some(true)));
         // a one-piece template says nothing
         let j = json!({"post_processor": tp(json!([bos]))});
-        assert_eq!(post_processor_specials(&j), (None, None));
+        assert_eq!(flags(&j), (None, None));
         // ByteLevel says "neither" unless a later step adds one (Llama-3: ByteLevel + template)
         let byte_level = json!({"type": "ByteLevel", "trim_offsets": false});
         let j = json!({"post_processor": byte_level});
-        assert_eq!(post_processor_specials(&j), (Some(false), Some(false)));
+        assert_eq!(flags(&j), (Some(false), Some(false)));
         let j = json!({"post_processor": {"type": "Sequence", "processors": [
             byte_level, tp(json!([bos, seq]))]}});
-        assert_eq!(post_processor_specials(&j), (Some(true), Some(false)));
+        assert_eq!(flags(&j), (Some(true), Some(false)));
+        assert_eq!(flags(&json!({"post_processor": null})), (None, None));
+        // pair "<s> A <s> B": the separator is neither EOS nor SEP -> add_sep false;
+        // "<s> A </s> B" with EOS </s> -> true
+        let a = json!({"Sequence": {"id": "A", "type_id": 0}});
+        let b = json!({"Sequence": {"id": "B", "type_id": 1}});
+        let pair = |mid: &Value| {
+            json!({"post_processor": {"type": "TemplateProcessing", "single": [bos, a],
+                "pair": [bos, a, mid, b]}})
+        };
+        let sep_of = |j: &Value| post_processor_specials(j, Some("</s>".into()), None).sep;
+        assert_eq!(sep_of(&pair(&bos)), Some(false));
+        assert_eq!(sep_of(&pair(&eos)), Some(true));
         assert_eq!(
-            post_processor_specials(&json!({"post_processor": null})),
-            (None, None)
+            sep_of(&json!({"post_processor": tp(json!([bos, seq]))})),
+            None
         );
+    }
+
+    fn flags(j: &Value) -> (Option<bool>, Option<bool>) {
+        let p = post_processor_specials(j, Some("</s>".into()), None);
+        (p.bos, p.eos)
     }
 }
