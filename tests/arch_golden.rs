@@ -262,3 +262,58 @@ fn the_comparison_sees_a_changed_key_and_tensor() {
     assert!(p.iter().any(|m| m.contains("bytes differ")), "{p:?}");
     assert!(p.iter().any(|m| m.contains("x.extra missing")), "{p:?}");
 }
+
+/// A copy of a fixture with an edited config.json.
+fn edited_fixture(name: &str, tmp: &Path, edit: impl Fn(&mut Json)) -> PathBuf {
+    let src = root().join("fixtures").join(name);
+    let dst = tmp.join(name);
+    std::fs::create_dir_all(&dst).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+    let path = dst.join("config.json");
+    let mut cfg: Json = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut cfg);
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    dst
+}
+
+fn convert_fails(dir: &Path, out: &Path) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_qforge"))
+        .args(["convert", dir.to_str().unwrap(), "-t", "q8_0", "-o"])
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(!out.exists(), "nothing under the output name");
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn configs_that_contradict_the_weights_are_named_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.gguf");
+    // Qwen3: head_dim 32 instead of 64 -> attn_q has the wrong row count
+    let d = edited_fixture("tiny-qwen3", tmp.path(), |c| c["head_dim"] = 32.into());
+    let e = convert_fails(&d, &out);
+    assert!(
+        e.contains("self_attn.") && e.contains("config.json implies"),
+        "{e}"
+    );
+    // Phi-3: LongRoPE factors of the wrong length for the rotary dimensions
+    let d = edited_fixture("tiny-phi3", tmp.path(), |c| {
+        c["partial_rotary_factor"] = 0.5.into()
+    });
+    let e = convert_fails(&d, &out);
+    assert!(e.contains("long_factor"), "{e}");
+    // Qwen2 with more layers than the checkpoint has: the missing tensors are listed
+    let d = edited_fixture("tiny-qwen2", tmp.path(), |c| {
+        c["num_hidden_layers"] = 3.into()
+    });
+    let e = convert_fails(&d, &out);
+    assert!(
+        e.contains("blk.2.attn_norm.weight") && e.contains("missing"),
+        "{e}"
+    );
+}

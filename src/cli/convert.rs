@@ -9,7 +9,8 @@ use crate::gguf::GgufFile;
 
 #[derive(clap::Args, Debug)]
 pub struct ConvertArgs {
-    /// A Hugging Face model folder, a .safetensors file, or a .gguf file.
+    /// A Hugging Face model folder, a .safetensors file, a .gguf file, or a model id
+    /// (`owner/name`) downloaded to the local Hugging Face cache.
     pub input: PathBuf,
     /// Output type (f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k q4_k_s q4_k_m q6_k iq4_nl nf4).
     /// Default: the source precision.
@@ -42,6 +43,18 @@ pub struct ConvertArgs {
     pub tensor_type: Vec<String>,
 }
 
+/// A path that exists is used as it is; `owner/name` otherwise names a model in the local
+/// Hugging Face cache.
+fn resolve_input(input: &std::path::Path) -> anyhow::Result<PathBuf> {
+    use crate::source::hf_cache;
+    match input.to_str() {
+        Some(s) if !input.exists() && hf_cache::looks_like_model_id(s) => {
+            Ok(hf_cache::resolve_model_id(s, &hf_cache::cache_roots())?)
+        }
+        _ => Ok(input.to_path_buf()),
+    }
+}
+
 fn parse_recipe(s: &str) -> Result<Recipe, String> {
     s.parse()
 }
@@ -64,6 +77,8 @@ fn human(bytes: u64) -> String {
 pub fn run(args: ConvertArgs) -> anyhow::Result<i32> {
     let _ = RECIPE_NAMES;
     // Library errors already name the file, tensor or key.
+    let mut args = args;
+    args.input = resolve_input(&args.input)?;
     let input = Input::open(&args.input)?;
     let mut overrides = convert::TypeOverrides {
         pure: args.pure,

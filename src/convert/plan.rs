@@ -169,6 +169,9 @@ pub fn plan_with(
 }
 
 fn base_name(path: &Path) -> String {
+    if let Some(name) = crate::source::hf_cache::model_name_of_snapshot(path) {
+        return name;
+    }
     path.file_stem()
         .or_else(|| path.file_name())
         .map(|s| s.to_string_lossy().into_owned())

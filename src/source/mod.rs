@@ -3,6 +3,7 @@
 
 mod checkpoint;
 pub mod config;
+pub mod hf_cache;
 pub mod safetensors;
 pub mod tokenizer;
 
