@@ -32,7 +32,7 @@ PROMPT = ("The quick brown fox jumps over the lazy dog. It's 2026! def f(x): ret
           "— café, 日本語, 🙂. Numbers 12345 and 3.14159.")
 
 # Pre-tokenizer names for tokenizers the converter's hash table does not know, by fixture.
-PRE_FOR_UNKNOWN_HASH = {"tiny-qwen2": "qwen2", "tiny-qwen3": "qwen2"}
+PRE_FOR_UNKNOWN_HASH = {"tiny-qwen2": "qwen2", "tiny-qwen3": "qwen2", "tiny-llama-bpe": "llama-bpe"}
 
 
 def convert(llama_cpp, model_dir, outfile, pre):

@@ -13,7 +13,15 @@ use crate::source::HfConfig;
 /// `LlamaForCausalLM` and `MistralForCausalLM` (both llama.cpp's `llama`).
 pub const FAMILY: Family = Family {
     hf_names: &["LlamaForCausalLM", "MistralForCausalLM"],
-    build: |_, config| Ok(Box::new(LlamaParams::from_config(config)?)),
+    build: |name, config| {
+        let mut p = LlamaParams::from_config(config)?;
+        // transformers' LlamaConfig always sets head_dim (hidden / heads when absent), so the
+        // converter always writes key/value_length for Llama; MistralConfig leaves it unset.
+        if name != "MistralForCausalLM" && p.head_dim.is_none() {
+            p.head_dim = Some(p.rope_dim);
+        }
+        Ok(Box::new(p))
+    },
 };
 
 /// llama.cpp's hyperparameters for the `llama` architecture.

@@ -745,37 +745,64 @@ fn sentencepiece_vocab(
     files: &Files,
     config: &HfConfig,
 ) -> Result<Vocab, SourceError> {
-    let (pieces, add_dummy_prefix) = parse_model_proto(bytes, path)?;
-    let added: Vec<AddedToken> = added_tokens(files)
-        .into_iter()
-        .filter(|a| a.id as usize >= pieces.len())
-        .collect();
-    let max_id = (pieces.len() as u32)
-        .checked_sub(1)
-        .into_iter()
-        .chain(added.iter().map(|a| a.id))
-        .max();
+    // llama.cpp's `_create_vocab_sentencepiece`: the pieces (user-defined ones count as NORMAL),
+    // [PAD{i}] up to config.json's vocab_size, then added_tokens.json and tokenizer_config.json's
+    // added_tokens_decoder override their ids with score -1000. add_space_prefix is not written
+    // here (LlamaModel writes it only from tokenizer_config.json's add_prefix_space).
+    let (pieces, _) = parse_model_proto(bytes, path)?;
+    let max_id = (pieces.len() as u32).checked_sub(1);
     let n = table_size_for(max_id, config, path)?;
     let mut tokens: Vec<String> = (0..n).map(|i| format!("[PAD{i}]")).collect();
-    let mut scores = vec![-1000.0f32; n];
+    let mut scores = vec![-10000.0f32; n];
     let mut types = vec![token_type::UNUSED; n];
     for (i, (text, score, ty)) in pieces.into_iter().enumerate() {
         tokens[i] = text;
         scores[i] = score;
         types[i] = match ty {
-            1..=6 => ty,
+            2 | 3 | 5 | 6 => ty,
             _ => token_type::NORMAL,
         };
     }
-    for a in &added {
-        let i = a.id as usize;
-        let ty = added_type(a);
-        types[i] = ty;
-        tokens[i] = if ty == token_type::USER_DEFINED {
-            a.content.replace('\u{2581}', " ")
-        } else {
-            a.content.clone()
-        };
+    let mut set = |id: u64, content: String, ty: i32| {
+        if let Some(i) = usize::try_from(id).ok().filter(|&i| i < n) {
+            tokens[i] = content;
+            scores[i] = -1000.0;
+            types[i] = ty;
+        }
+    };
+    let added_json = files.dir.join("added_tokens.json");
+    if added_json.is_file() {
+        if let Value::Object(map) = read_json(&added_json)? {
+            for (content, id) in map {
+                if let Some(id) = id.as_u64() {
+                    set(id, content, token_type::USER_DEFINED);
+                }
+            }
+        }
+    }
+    if let Some(obj) = files
+        .tokenizer_config
+        .as_ref()
+        .and_then(|c| c.get("added_tokens_decoder"))
+        .and_then(|a| a.as_object())
+    {
+        for (id, t) in obj {
+            let (Ok(id), Some(content)) =
+                (id.parse::<u64>(), t.get("content").and_then(|c| c.as_str()))
+            else {
+                continue;
+            };
+            let special = t.get("special").and_then(|v| v.as_bool()).unwrap_or(false);
+            if special || looks_special(content) {
+                set(id, content.to_string(), token_type::CONTROL);
+            } else {
+                set(
+                    id,
+                    content.replace('\u{2581}', " "),
+                    token_type::USER_DEFINED,
+                );
+            }
+        }
     }
     Ok(Vocab {
         model: "llama".into(),
@@ -783,7 +810,6 @@ fn sentencepiece_vocab(
         tokens,
         scores: Some(scores),
         token_types: types,
-        add_space_prefix: Some(add_dummy_prefix),
         ..Vocab::default()
     })
 }

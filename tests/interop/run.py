@@ -296,6 +296,14 @@ class Model:
                 scores = [float(np.float32(sp.get_score(i))) for i in range(sp.get_piece_size())]
                 types = [2 if sp.is_unknown(i) else 3 if sp.is_control(i) else 5 if sp.is_unused(i)
                          else 6 if sp.is_byte(i) else 1 for i in range(sp.get_piece_size())]
+                # llama.cpp's converter: tokenizer_config.json's added_tokens_decoder overrides
+                # its ids (score -1000; CONTROL when special), <unk> included
+                for i, t in self.tcfg.get("added_tokens_decoder", {}).items():
+                    i = int(i)
+                    if i < len(tokens):
+                        scores[i] = -1000.0
+                        types[i] = 3 if t.get("special") else 4
+                        tokens[i] = t["content"] if t.get("special") else t["content"].replace("\u2581", " ")
             else:
                 by_id = sorted(tj["model"]["vocab"].items(), key=lambda kv: kv[1])
                 tokens = [t for t, _ in by_id]
