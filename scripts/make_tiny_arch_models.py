@@ -23,6 +23,16 @@ fixtures/tiny-phi3   Phi3ForCausalLM in the transformers v4 form Phi-3.5-mini sh
     trainer settings) plus the <|endoftext|>, <|user|>, <|end|>, ... tokens after it in
     added_tokens.json, tokenizer_config.json and tokenizer.json, config vocab_size padded beyond them.
 
+fixtures/tiny-gemma3  Gemma3ForCausalLM as gemma-3-1b-it ships it (transformers v4 form): head_dim
+    64 with hidden 128 and 4 heads, GQA 4/1, q/k norms, pre/post norms around attention and MLP,
+    sliding window 16 with pattern 6 over 6 layers (so the window matters for the interop prompt),
+    rope_theta 1e6 with rope_local_base_freq 1e4, tied, BF16 (norms get +1 in f32).
+fixtures/tiny-gemma2  Gemma2ForCausalLM as gemma-2-2b-it ships it: softcapping 50/30, sliding
+    window 16, F16 (norms get +1 in f16, then widen to F32), lm_head present (the converter drops it).
+Both carry Gemma's SentencePiece tokenizer (no dummy prefix, <pad>/<eos>/<bos>/<unk> = 0..3,
+<start_of_turn>/<end_of_turn> user-defined pieces) and its tokenizer.json twin (Replace(" ", "▁")
+normalizer, byte fallback), checked here to encode like sentencepiece.
+
 The Qwen fixtures carry Qwen's byte-level BPE tokenizer (trained here on the shared corpus): NFC normalizer,
 Split(<Qwen2 regex>, isolated) + ByteLevel(use_regex=false), ignore_merges false, the
 <|endoftext|>/<|im_start|>/<|im_end|> specials, no BOS, ChatML chat template.
@@ -276,7 +286,118 @@ def make_phi3():
     print(f"{out}: {n_sp} pieces + {len(PHI3_ADDED)} added tokens, config vocab {vocab}, rope dims {rope_dims}")
 
 
+GEMMA_TURNS = ["<start_of_turn>", "<end_of_turn>"]
+GEMMA_CHAT_TEMPLATE = ("{{ bos_token }}{% for message in messages %}{{ '<start_of_turn>' + message['role'] + '\\n' + "
+                       "message['content'] | trim + '<end_of_turn>\\n' }}{% endfor %}"
+                       "{% if add_generation_prompt %}{{'<start_of_turn>model\\n'}}{% endif %}")
+
+
+def gemma_tokenizer(out):
+    import sentencepiece as spm
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS * 3), model_writer=model, vocab_size=420, model_type="bpe",
+        byte_fallback=True, pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>",
+        bos_piece="<bos>", unk_piece="<unk>", user_defined_symbols=GEMMA_TURNS,
+        split_digits=True, add_dummy_prefix=False, normalization_rule_name="identity",
+        remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, split_by_unicode_script=True,
+        split_by_whitespace=True, max_sentencepiece_length=16, character_coverage=0.98, num_threads=1,
+        minloglevel=2)
+    proto = model.getvalue()
+    with open(os.path.join(out, "tokenizer.model"), "wb") as f:
+        f.write(proto)
+    sp = spm.SentencePieceProcessor(model_proto=proto)
+    vocab, merges = BASE.spm_merges(sp)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Replace(" ", "\u2581")
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>"] + GEMMA_TURNS
+    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
+    bos = sp.bos_id()
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A <bos> $B",
+                                                       special_tokens=[("<bos>", bos)])
+    for text in BASE.SAMPLE_TEXTS + CORPUS + BASE.rng_texts(7, 2000):
+        want = [bos] + sp.encode(text)
+        got = tok.encode(text).ids
+        assert got == want, (text, got, want)
+    assert tok.get_vocab_size() == sp.get_piece_size(), "added tokens are pieces of the model"
+    tok.save(os.path.join(out, "tokenizer.json"))
+    write_json(os.path.join(out, "tokenizer_config.json"), {
+        "add_bos_token": True, "add_eos_token": False,
+        "added_tokens_decoder": BASE.added_tokens_decoder(tok, specials),
+        "bos_token": "<bos>", "chat_template": GEMMA_CHAT_TEMPLATE, "clean_up_tokenization_spaces": False,
+        "eos_token": "<eos>", "model_max_length": 1000000000000000019884624838656, "pad_token": "<pad>",
+        "sp_model_kwargs": {}, "spaces_between_special_tokens": False, "tokenizer_class": "GemmaTokenizer",
+        "unk_token": "<unk>", "use_default_system_prompt": False,
+    })
+    return sp.get_piece_size(), bos, sp.eos_id()
+
+
+def gemma_weights(rng, vocab, hidden, ff, layers, heads, kv, hd, qk_norm, std):
+    t = dense_weights(rng, vocab, hidden, ff, layers, heads, kv, hd, True, std, qk_norm=qk_norm)
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        # Gemma stores w with the norm computing x * (1 + w): small values around 0
+        for n in ["input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+                  "post_feedforward_layernorm"]:
+            t[p + n + ".weight"] = (0.2 * rng.standard_normal(hidden)).astype(np.float32)
+        if qk_norm:
+            t[p + "self_attn.q_norm.weight"] = (0.3 * rng.standard_normal(hd)).astype(np.float32)
+            t[p + "self_attn.k_norm.weight"] = (0.3 * rng.standard_normal(hd)).astype(np.float32)
+    t["model.norm.weight"] = (0.2 * rng.standard_normal(hidden)).astype(np.float32)
+    return t
+
+
+def make_gemma3():
+    out = fresh("tiny-gemma3")
+    n_vocab, bos, eos = gemma_tokenizer(out)
+    hidden, ff, layers, heads, kv, hd = 128, 256, 6, 4, 1, 64
+    write_json(os.path.join(out, "config.json"), {
+        "architectures": ["Gemma3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "attn_logit_softcapping": None, "bos_token_id": bos, "cache_implementation": "hybrid", "eos_token_id": [eos, 4],
+        "final_logit_softcapping": None, "head_dim": hd, "hidden_activation": "gelu_pytorch_tanh",
+        "hidden_size": hidden, "initializer_range": 0.02, "intermediate_size": ff, "max_position_embeddings": 32768,
+        "model_type": "gemma3_text", "num_attention_heads": heads, "num_hidden_layers": layers,
+        "num_key_value_heads": kv, "pad_token_id": 0, "query_pre_attn_scalar": hd, "rms_norm_eps": 1e-6,
+        "rope_local_base_freq": 10000.0, "rope_scaling": None, "rope_theta": 1000000.0, "sliding_window": 16,
+        "sliding_window_pattern": 6, "torch_dtype": "bfloat16", "transformers_version": "4.50.0.dev0",
+        "use_cache": True, "vocab_size": n_vocab,
+    })
+    rng = np.random.default_rng(66)
+    # Gemma scales embeddings by sqrt(hidden): a small std keeps the residual comparable to
+    # what each (post-normed) sublayer adds, so every layer moves the logits
+    std = {"emb": 0.1, "qk": 0.15, "v": 0.1, "o": 0.1, "ff": 0.1, "down": 0.1}
+    t = gemma_weights(rng, n_vocab, hidden, ff, layers, heads, kv, hd, True, std)
+    save_bf16(t, os.path.join(out, "model.safetensors"))
+    print(f"{out}: {n_vocab} pieces, {layers} layers (sliding pattern 6)")
+
+
+def make_gemma2():
+    out = fresh("tiny-gemma2")
+    n_vocab, bos, eos = gemma_tokenizer(out)
+    hidden, ff, layers, heads, kv, hd = 128, 256, 2, 4, 2, 32
+    write_json(os.path.join(out, "config.json"), {
+        "architectures": ["Gemma2ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "attn_logit_softcapping": 50.0, "bos_token_id": bos, "cache_implementation": "hybrid", "eos_token_id": [eos, 4],
+        "final_logit_softcapping": 30.0, "head_dim": hd, "hidden_act": "gelu_pytorch_tanh",
+        "hidden_activation": "gelu_pytorch_tanh", "hidden_size": hidden, "initializer_range": 0.02,
+        "intermediate_size": ff, "max_position_embeddings": 8192, "model_type": "gemma2",
+        "num_attention_heads": heads, "num_hidden_layers": layers, "num_key_value_heads": kv, "pad_token_id": 0,
+        "query_pre_attn_scalar": hd, "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "sliding_window": 16,
+        "torch_dtype": "float16", "transformers_version": "4.42.4", "use_cache": True, "vocab_size": n_vocab,
+    })
+    rng = np.random.default_rng(77)
+    std = {"emb": 0.1, "qk": 0.15, "v": 0.1, "o": 0.1, "ff": 0.1, "down": 0.1}
+    t = gemma_weights(rng, n_vocab, hidden, ff, layers, heads, kv, hd, False, std)
+    t["lm_head.weight"] = t["model.embed_tokens.weight"].copy()  # tied, but saved (the converter drops it)
+    save_f16(t, os.path.join(out, "model.safetensors"))
+    print(f"{out}: {n_vocab} pieces, f16, lm_head saved")
+
+
 if __name__ == "__main__":
     make_qwen2()
     make_qwen3()
     make_phi3()
+    make_gemma3()
+    make_gemma2()

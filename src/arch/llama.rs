@@ -207,6 +207,7 @@ impl LlamaParams {
         Ok(Some(Mapped {
             name: format!("blk.{layer}.{gguf}.{suffix}"),
             transform,
+            values: super::ValueOp::None,
         }))
     }
 }

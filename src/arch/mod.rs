@@ -6,6 +6,7 @@
 //!
 //! Adding an architecture is one module here (plus its entry in [`FAMILIES`]) and a fixture.
 
+pub mod gemma;
 pub mod hparams;
 pub mod llama;
 pub mod phi;
@@ -31,7 +32,7 @@ pub struct Family {
 }
 
 /// Every family qforge converts, in the order `supported()` lists them.
-pub const FAMILIES: &[&Family] = &[&llama::FAMILY, &qwen::FAMILY, &phi::FAMILY];
+pub const FAMILIES: &[&Family] = &[&llama::FAMILY, &qwen::FAMILY, &gemma::FAMILY, &phi::FAMILY];
 
 /// Every supported `architectures` name.
 pub fn supported() -> Vec<&'static str> {
@@ -169,19 +170,35 @@ impl Transform {
     }
 }
 
+/// How a tensor's values change on the way to GGUF.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ValueOp {
+    #[default]
+    None,
+    /// Gemma's RMSNorm computes `x * (1 + w)`; llama.cpp's converter stores `w + 1`, adding in
+    /// the source precision: in f32 for bf16/f32 sources, rounded to f16 for f16 sources.
+    AddOne,
+}
+
 /// A tensor's place in the GGUF file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mapped {
     pub name: String,
     pub transform: Transform,
+    pub values: ValueOp,
 }
 
 impl Mapped {
-    fn plain(name: impl Into<String>) -> Mapped {
+    pub(crate) fn plain(name: impl Into<String>) -> Mapped {
         Mapped {
             name: name.into(),
             transform: Transform::None,
+            values: ValueOp::None,
         }
+    }
+
+    pub(crate) fn with_values(self, values: ValueOp) -> Mapped {
+        Mapped { values, ..self }
     }
 }
 

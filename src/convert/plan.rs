@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::arch::{self, Architecture, KeyContext, Transform};
+use crate::arch::{self, Architecture, KeyContext, Transform, ValueOp};
 use crate::gguf::{Array, GgmlType, GgufFile, Metadata, Value};
 use crate::quant::nf4::DqState;
 use crate::source::tokenizer::{load_vocab, Vocab};
@@ -50,6 +50,8 @@ pub struct PlannedTensor {
     pub source: TensorSource,
     /// Row reordering applied on the way.
     pub transform: Transform,
+    /// Value change applied on the way (after the reordering).
+    pub values: ValueOp,
     /// Round values through f16 before quantizing, so the bytes equal llama-quantize's output
     /// when it quantizes our own f16 file.
     pub f16_intermediate: bool,
@@ -235,6 +237,7 @@ fn plan_arch(
             source_type: t.dtype.name().to_string(),
             source: TensorSource::Safetensors(t.clone()),
             transform: mapped.transform,
+            values: mapped.values,
             f16_intermediate: false,
         });
     }
@@ -265,6 +268,7 @@ fn plan_arch(
             source_type: "computed".into(),
             source: TensorSource::Generated(values),
             transform: Transform::None,
+            values: ValueOp::None,
             f16_intermediate: false,
         });
     }
@@ -416,6 +420,7 @@ fn plan_plain(
             source_type: t.dtype.name().into(),
             source: TensorSource::Safetensors(t.clone()),
             transform: Transform::None,
+            values: ValueOp::None,
             f16_intermediate: false,
         })
         .collect();
@@ -488,6 +493,7 @@ fn plan_gguf(
             source_type: info.ty.name(),
             source: TensorSource::Gguf { index, dq },
             transform: Transform::None,
+            values: ValueOp::None,
             f16_intermediate: false,
         });
     }
@@ -569,6 +575,7 @@ fn add_nf4_state_tensors(tensors: Vec<PlannedTensor>) -> Vec<PlannedTensor> {
                 source_type: "computed".into(),
                 source: TensorSource::Nf4DqState,
                 transform: Transform::None,
+                values: ValueOp::None,
                 f16_intermediate: false,
             };
             out.push(t);

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
+use crate::arch::ValueOp;
 use crate::gguf::{Array, GgmlType, GgufFileWriter, TensorSpec, Value};
 use crate::quant;
 use crate::source::SourceDtype;
@@ -268,7 +269,7 @@ fn copy_rows(
             | (SourceDtype::Bf16, GgmlType::Bf16)
             | (SourceDtype::F32, GgmlType::F32)
     );
-    if !same || t.f16_intermediate {
+    if !same || t.f16_intermediate || t.values != ValueOp::None {
         return Ok(None);
     }
     let size = src.dtype.size();
@@ -370,6 +371,13 @@ pub(crate) fn read_source_row(
     match (&t.source, input) {
         (TensorSource::Safetensors(src), Input::Checkpoint(ck)) => {
             ck.read_f32(src, row * row_len, out);
+            match t.values {
+                ValueOp::None => {}
+                ValueOp::AddOne if src.dtype == SourceDtype::F16 => out
+                    .iter_mut()
+                    .for_each(|v| *v = half::f16::from_f32(*v + 1.0).to_f32()),
+                ValueOp::AddOne => out.iter_mut().for_each(|v| *v += 1.0),
+            }
             Ok(())
         }
         (TensorSource::Gguf { index, dq }, Input::Gguf(g)) => {

@@ -11,7 +11,7 @@ called from run.py with its helpers module. Per fixture:
   f16 logits   llama.cpp's logits == HF transformers' logits of the checkpoint (golden-arch/<f>/
                hf_logits.npy, made by scripts/gen_arch_golden.py): max |diff| / max |ref| < F16_TOL,
                top-1 identical at positions with a clear winner; negative control: the same
-               checkpoint with rope_theta x10 must miss by more than 10x the tolerance
+               checkpoint with layer 0's o_proj negated must miss by more than 10x the tolerance
   identity     llama_model_quantize of qforge's f16 file gives exactly qforge's q file (tensors,
                metadata but qforge.*), for every quantized type
   quant logits the q files load and their logits stay close to F16's (cosine thresholds)
@@ -39,6 +39,34 @@ def special_texts(tok, byte_level):
     if not byte_level:
         return [f"Hello world{a}", f"text more{b}{c}", f"x{a}{a}"]
     return [f"{a}user\nHello{b}\n{c}assistant\n", f"text{a}more", f"{b}{b}x", f" {c} spaced {a}"]
+
+
+def negate_tensor(model_dir, name):
+    """Flip the sign of one F16/BF16/F32 tensor of a safetensors checkpoint in place."""
+    import struct
+
+    for fn in sorted(os.listdir(model_dir)):
+        if not fn.endswith(".safetensors"):
+            continue
+        path = os.path.join(model_dir, fn)
+        with open(path, "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            header = json.loads(f.read(n))
+        if name not in header:
+            continue
+        e = header[name]
+        a, b = e["data_offsets"]
+        with open(path, "r+b") as f:
+            f.seek(8 + n + a)
+            raw = f.read(b - a)
+            if e["dtype"] in ("F16", "BF16"):
+                out = (np.frombuffer(raw, "<u2") ^ np.uint16(0x8000)).astype("<u2").tobytes()
+            else:
+                out = (np.frombuffer(raw, "<u4") ^ np.uint32(0x80000000)).astype("<u4").tobytes()
+            f.seek(8 + n + a)
+            f.write(out)
+        return
+    raise AssertionError(f"{name} not found in {model_dir}")
 
 
 def golden_fixtures(fix):
@@ -134,18 +162,13 @@ def arch_checks(h, args, name, fix, tmp):
         top2 = np.sort(want, -1)[:, -2:]
         clear = (top2[:, 1] - top2[:, 0]) > 0.02 * scale
         agree = (got.argmax(-1) == want.argmax(-1))[clear].mean()
-        # negative control: a wrong rope_theta must be visible
-        ctl_dir = os.path.join(tmp, label, "theta-x10")
+        # negative control: the same checkpoint with layer 0's attention output projection
+        # negated (a weight the check must see, whatever norms follow it) has to miss by more
+        # than 10x the tolerance
+        ctl_dir = os.path.join(tmp, label, "o-proj-negated")
         shutil.copytree(model_dir, ctl_dir, dirs_exist_ok=True)
-        with open(os.path.join(ctl_dir, "config.json"), encoding="utf-8") as f:
-            cfg = json.load(f)
-        if "rope_parameters" in cfg:
-            cfg["rope_parameters"]["rope_theta"] *= 10
-        else:
-            cfg["rope_theta"] *= 10
-        with open(os.path.join(ctl_dir, "config.json"), "w", encoding="utf-8") as f:
-            json.dump(cfg, f)
-        ctl_file = h.convert(qforge, ctl_dir, "f16", os.path.join(tmp, label, "theta-x10.gguf"))
+        negate_tensor(ctl_dir, "model.layers.0.self_attn.o_proj.weight")
+        ctl_file = h.convert(qforge, ctl_dir, "f16", os.path.join(tmp, label, "o-proj-negated.gguf"))
         ctl = np.abs(h.llama_logits(ctl_file, tokens) - want).max() / scale
         h.release(ctl_file)
         if not err < h.F16_TOL:
@@ -153,9 +176,9 @@ def arch_checks(h, args, name, fix, tmp):
         if agree < 1.0:
             raise AssertionError(f"top-1 agreement {agree:.3f} at {clear.sum()} positions with a clear winner")
         if not ctl > 10 * h.F16_TOL:
-            raise AssertionError(f"negative control rope_theta x10 is only {ctl:.2e} away: the check cannot see it")
+            raise AssertionError(f"negative control (o_proj negated) is only {ctl:.2e} away: the check cannot see it")
         return (f"max rel err {err:.1e} vs transformers over {len(tokens)} positions (logit scale {scale:.1f}); "
-                f"top-1 identical at {clear.sum()} clear positions; control rope_theta x10: {ctl:.2f}")
+                f"top-1 identical at {clear.sum()} clear positions; control o_proj negated: {ctl:.2f}")
 
     h.check(f"{label}: f16 logits equal HF transformers' logits", f16_logits, only)
 
