@@ -32,7 +32,8 @@ PROMPT = ("The quick brown fox jumps over the lazy dog. It's 2026! def f(x): ret
           "— café, 日本語, 🙂. Numbers 12345 and 3.14159.")
 
 # Pre-tokenizer names for tokenizers the converter's hash table does not know, by fixture.
-PRE_FOR_UNKNOWN_HASH = {"tiny-qwen2": "qwen2", "tiny-qwen3": "qwen2", "tiny-llama-bpe": "llama-bpe"}
+PRE_FOR_UNKNOWN_HASH = {"tiny-qwen2": "qwen2", "tiny-qwen3": "qwen2", "tiny-qwen2moe": "qwen2", "tiny-qwen3moe": "qwen2",
+                        "tiny-mixtral": "qwen2", "tiny-llama-bpe": "llama-bpe"}
 
 
 def convert(llama_cpp, model_dir, outfile, pre):
@@ -86,10 +87,17 @@ def hf_logits(model_dir):
     from transformers import AutoModelForCausalLM
 
     ids = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json")).encode(PROMPT).ids
-    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float64)
-    model.eval()
-    with torch.no_grad():
-        logits = model(torch.tensor([ids])).logits[0].numpy()
+    # float64 where transformers allows it; its grouped expert matmul (MoE) takes float32 at most
+    for dtype in (torch.float64, torch.float32):
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+        model.eval()
+        try:
+            with torch.no_grad():
+                logits = model(torch.tensor([ids])).logits[0].double().numpy()
+            break
+        except RuntimeError:
+            if dtype == torch.float32:
+                raise
     return ids, logits.astype(np.float32)
 
 

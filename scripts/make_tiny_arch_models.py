@@ -33,6 +33,14 @@ Both carry Gemma's SentencePiece tokenizer (no dummy prefix, <pad>/<eos>/<bos>/<
 <start_of_turn>/<end_of_turn> user-defined pieces) and its tokenizer.json twin (Replace(" ", "▁")
 normalizer, byte fallback), checked here to encode like sentencepiece.
 
+fixtures/tiny-qwen3moe  Qwen3MoeForCausalLM (transformers v5 form), 4 experts with 2 used,
+    moe_intermediate_size 128, q/k norms, head_dim 64, BF16, two shards (experts of one layer
+    split across them).
+fixtures/tiny-qwen2moe  Qwen2MoeForCausalLM (v4 form), 4 experts with 2 used plus the shared
+    expert and its sigmoid gate, q/k/v biases, F16, untied (llama.cpp requires output.weight).
+fixtures/tiny-mixtral   MixtralForCausalLM (v4 form), 8 experts with 2 used (llama-quantize's
+    8-expert rules apply), Q/K permuted like Llama, BF16, the Qwen byte-level tokenizer.
+
 The Qwen fixtures carry Qwen's byte-level BPE tokenizer (trained here on the shared corpus): NFC normalizer,
 Split(<Qwen2 regex>, isolated) + ByteLevel(use_regex=false), ignore_merges false, the
 <|endoftext|>/<|im_start|>/<|im_end|> specials, no BOS, ChatML chat template.
@@ -395,7 +403,110 @@ def make_gemma2():
     print(f"{out}: {n_vocab} pieces, f16, lm_head saved")
 
 
+def moe_layers(rng, t, layers, hidden, n_exp, ff_exp, names, router, std):
+    """Replace the dense MLP of every layer by n_exp experts under HF names
+    names = (prefix, gate, up, down) and a router."""
+    def w(rows, cols, s):
+        return (rng.standard_normal((rows, cols)) * s).astype(np.float32)
+
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        for k in ("mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"):
+            t.pop(p + k)
+        pre, gate, up, down = names
+        t[p + router] = w(n_exp, hidden, 0.5)
+        for x in range(n_exp):
+            e = f"{p}{pre}.{x}."
+            t[e + gate + ".weight"] = w(ff_exp, hidden, std["ff"])
+            t[e + up + ".weight"] = w(ff_exp, hidden, std["ff"])
+            t[e + down + ".weight"] = w(hidden, ff_exp, std["down"])
+    return t
+
+
+def make_qwen3moe():
+    out = fresh("tiny-qwen3moe")
+    n_tok, ids = qwen_tokenizer(out)
+    hidden, layers, heads, kv, hd, n_exp, used, ff_exp = 128, 2, 4, 2, 64, 4, 2, 128
+    write_json(os.path.join(out, "config.json"), {
+        "architectures": ["Qwen3MoeForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "bos_token_id": ids["<|endoftext|>"], "decoder_sparse_step": 1, "dtype": "bfloat16",
+        "eos_token_id": ids["<|im_end|>"], "head_dim": hd, "hidden_act": "silu", "hidden_size": hidden,
+        "initializer_range": 0.02, "intermediate_size": 384, "max_position_embeddings": 40960,
+        "max_window_layers": layers, "mlp_only_layers": [], "model_type": "qwen3_moe",
+        "moe_intermediate_size": ff_exp, "norm_topk_prob": True, "num_attention_heads": heads,
+        "num_experts": n_exp, "num_experts_per_tok": used, "num_hidden_layers": layers,
+        "num_key_value_heads": kv, "output_router_logits": False, "rms_norm_eps": 1e-6,
+        "rope_parameters": {"rope_theta": 1000000.0, "rope_type": "default"}, "router_aux_loss_coef": 0.001,
+        "sliding_window": None, "tie_word_embeddings": False, "transformers_version": "5.0.0",
+        "use_cache": True, "use_sliding_window": False, "vocab_size": n_tok,
+    })
+    rng = np.random.default_rng(88)
+    std = {"emb": 0.3, "head": 0.2, "qk": 0.08, "v": 0.06, "o": 0.08, "ff": 0.08, "down": 0.08}
+    t = dense_weights(rng, n_tok, hidden, 256, layers, heads, kv, hd, False, std, qk_norm=True)
+    t = moe_layers(rng, t, layers, hidden, n_exp, ff_exp, ("mlp.experts", "gate_proj", "up_proj", "down_proj"),
+                   "mlp.gate.weight", std)
+    save_shards(dict(sorted(t.items())), out, 2, lambda ts, path: save_bf16(ts, path))
+    print(f"{out}: {n_exp} experts ({used} used), moe_intermediate_size {ff_exp}")
+
+
+def make_qwen2moe():
+    out = fresh("tiny-qwen2moe")
+    n_tok, ids = qwen_tokenizer(out)
+    hidden, layers, heads, kv, n_exp, used, ff_exp, ff_sh = 128, 2, 4, 2, 4, 2, 64, 128
+    write_json(os.path.join(out, "config.json"), {
+        "architectures": ["Qwen2MoeForCausalLM"], "attention_dropout": 0.0, "bos_token_id": ids["<|endoftext|>"],
+        "decoder_sparse_step": 1, "eos_token_id": ids["<|im_end|>"], "hidden_act": "silu", "hidden_size": hidden,
+        "initializer_range": 0.02, "intermediate_size": 256, "max_position_embeddings": 8192,
+        "max_window_layers": layers, "model_type": "qwen2_moe", "moe_intermediate_size": ff_exp,
+        "norm_topk_prob": False, "num_attention_heads": heads, "num_experts": n_exp, "num_experts_per_tok": used,
+        "num_hidden_layers": layers, "num_key_value_heads": kv, "output_router_logits": False,
+        "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "router_aux_loss_coef": 0.001,
+        "shared_expert_intermediate_size": ff_sh, "sliding_window": 32768, "tie_word_embeddings": False,
+        "torch_dtype": "float16", "transformers_version": "4.40.0.dev0", "use_cache": True,
+        "use_sliding_window": False, "vocab_size": n_tok,
+    })
+    rng = np.random.default_rng(99)
+    std = {"emb": 0.3, "head": 0.2, "qk": 0.08, "v": 0.06, "o": 0.08, "ff": 0.08, "down": 0.08}
+    t = dense_weights(rng, n_tok, hidden, 256, layers, heads, kv, hidden // heads, False, std, qkv_bias=True)
+    t = moe_layers(rng, t, layers, hidden, n_exp, ff_exp, ("mlp.experts", "gate_proj", "up_proj", "down_proj"),
+                   "mlp.gate.weight", std)
+    for i in range(layers):
+        p = f"model.layers.{i}.mlp."
+        t[p + "shared_expert.gate_proj.weight"] = (rng.standard_normal((ff_sh, hidden)) * 0.08).astype(np.float32)
+        t[p + "shared_expert.up_proj.weight"] = (rng.standard_normal((ff_sh, hidden)) * 0.08).astype(np.float32)
+        t[p + "shared_expert.down_proj.weight"] = (rng.standard_normal((hidden, ff_sh)) * 0.08).astype(np.float32)
+        t[p + "shared_expert_gate.weight"] = (rng.standard_normal((1, hidden)) * 0.3).astype(np.float32)
+    save_f16(t, os.path.join(out, "model.safetensors"))
+    print(f"{out}: {n_exp} experts ({used} used) + shared expert {ff_sh}")
+
+
+def make_mixtral():
+    out = fresh("tiny-mixtral")
+    n_tok, ids = qwen_tokenizer(out)
+    hidden, ff, layers, heads, kv, n_exp, used = 128, 128, 2, 4, 2, 8, 2
+    write_json(os.path.join(out, "config.json"), {
+        "architectures": ["MixtralForCausalLM"], "attention_dropout": 0.0, "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"], "hidden_act": "silu", "hidden_size": hidden, "initializer_range": 0.02,
+        "intermediate_size": ff, "max_position_embeddings": 32768, "model_type": "mixtral",
+        "num_attention_heads": heads, "num_experts_per_tok": used, "num_hidden_layers": layers,
+        "num_key_value_heads": kv, "num_local_experts": n_exp, "output_router_logits": False,
+        "rms_norm_eps": 1e-5, "rope_theta": 1000000.0, "router_aux_loss_coef": 0.02, "sliding_window": None,
+        "tie_word_embeddings": False, "torch_dtype": "bfloat16", "transformers_version": "4.36.0.dev0",
+        "use_cache": True, "vocab_size": n_tok,
+    })
+    rng = np.random.default_rng(111)
+    std = {"emb": 0.3, "head": 0.2, "qk": 0.1, "v": 0.06, "o": 0.08, "ff": 0.08, "down": 0.08}
+    t = dense_weights(rng, n_tok, hidden, ff, layers, heads, kv, hidden // heads, False, std)
+    t = moe_layers(rng, t, layers, hidden, n_exp, ff, ("block_sparse_moe.experts", "w1", "w3", "w2"),
+                   "block_sparse_moe.gate.weight", std)
+    save_bf16(t, os.path.join(out, "model.safetensors"))
+    print(f"{out}: {n_exp} experts ({used} used)")
+
+
 if __name__ == "__main__":
+    make_qwen3moe()
+    make_qwen2moe()
+    make_mixtral()
     make_qwen2()
     make_qwen3()
     make_phi3()

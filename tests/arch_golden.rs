@@ -265,6 +265,7 @@ fn the_comparison_sees_a_changed_key_and_tensor() {
 
 /// A copy of a fixture with an edited config.json.
 fn edited_fixture(name: &str, tmp: &Path, edit: impl Fn(&mut Json)) -> PathBuf {
+    std::fs::create_dir_all(tmp).unwrap();
     let src = root().join("fixtures").join(name);
     let dst = tmp.join(name);
     std::fs::create_dir_all(&dst).unwrap();
@@ -314,6 +315,75 @@ fn configs_that_contradict_the_weights_are_named_errors() {
     let e = convert_fails(&d, &out);
     assert!(
         e.contains("blk.2.attn_norm.weight") && e.contains("missing"),
+        "{e}"
+    );
+}
+
+/// Rewrite one tensor's safetensors header entry of a copied checkpoint (the data stays).
+fn edit_header(dir: &Path, edit: impl Fn(&mut serde_json::Map<String, Json>)) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().and_then(|x| x.to_str()) != Some("safetensors") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let mut header: serde_json::Map<String, Json> =
+            serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+        edit(&mut header);
+        let mut text = serde_json::to_vec(&Json::Object(header)).unwrap();
+        // keep the data where it was: pad the header to its old length
+        assert!(text.len() <= n, "edited header grew");
+        text.resize(n, b' ');
+        let mut out = bytes[..8].to_vec();
+        out.extend_from_slice(&text);
+        out.extend_from_slice(&bytes[8 + n..]);
+        std::fs::write(&path, out).unwrap();
+    }
+}
+
+#[test]
+fn expert_tensors_must_all_be_there_and_alike() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.gguf");
+    // an expert missing from the checkpoint: named, with the tensor it would have been
+    let d = edited_fixture("tiny-qwen2moe", tmp.path(), |_| {});
+    edit_header(&d, |h| {
+        h.remove("model.layers.1.mlp.experts.2.up_proj.weight");
+    });
+    let e = convert_fails(&d, &out);
+    assert!(
+        e.contains("model.layers.1.mlp.experts.2.up_proj.weight")
+            && e.contains("blk.1.ffn_up_exps.weight"),
+        "{e}"
+    );
+    // experts of unequal shapes (expert 3's down_proj claims another shape, same bytes)
+    let d = edited_fixture("tiny-mixtral", &tmp.path().join("b"), |_| {});
+    edit_header(&d, |h| {
+        let t = h
+            .get_mut("model.layers.0.block_sparse_moe.experts.3.w2.weight")
+            .unwrap();
+        let shape: Vec<u64> = t["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap())
+            .collect();
+        t["shape"] = serde_json::json!([shape[0] / 2, shape[1] * 2]);
+    });
+    let e = convert_fails(&d, &out);
+    assert!(
+        e.contains("experts.3.w2.weight") && e.contains("must match"),
+        "{e}"
+    );
+    // config.json says more experts than the checkpoint has: the router's shape is the first
+    // thing that contradicts it
+    let d = edited_fixture("tiny-qwen3moe", &tmp.path().join("c"), |c| {
+        c["num_experts"] = 5.into()
+    });
+    let e = convert_fails(&d, &out);
+    assert!(
+        e.contains("mlp.gate.weight") && e.contains("implies [5, 128]"),
         "{e}"
     );
 }

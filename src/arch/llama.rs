@@ -1,6 +1,7 @@
-//! The `llama` family: `LlamaForCausalLM` (Llama 2/3.x, SmolLM/SmolLM2) and
-//! `MistralForCausalLM`, as llama.cpp's `conversion/llama.py` converts them: Q/K rows permuted
-//! for llama.cpp's interleaved RoPE, Llama-3 rope scaling as a generated `rope_freqs` tensor.
+//! The `llama` family: `LlamaForCausalLM` (Llama 2/3.x, SmolLM/SmolLM2), `MistralForCausalLM`
+//! and `MixtralForCausalLM`, as llama.cpp's `conversion/llama.py` converts them: Q/K rows
+//! permuted for llama.cpp's interleaved RoPE, Llama-3 rope scaling as a generated `rope_freqs`
+//! tensor, Mixtral's experts (`w1`/`w2`/`w3`) stacked into 3-D `ffn_{gate,down,up}_exps`.
 
 use super::hparams::positive_u32;
 use super::{
@@ -12,13 +13,28 @@ use crate::source::HfConfig;
 
 /// `LlamaForCausalLM` and `MistralForCausalLM` (both llama.cpp's `llama`).
 pub const FAMILY: Family = Family {
-    hf_names: &["LlamaForCausalLM", "MistralForCausalLM"],
+    hf_names: &[
+        "LlamaForCausalLM",
+        "MistralForCausalLM",
+        "MixtralForCausalLM",
+    ],
     build: |name, config| {
         let mut p = LlamaParams::from_config(config)?;
         // transformers' LlamaConfig always sets head_dim (hidden / heads when absent), so the
-        // converter always writes key/value_length for Llama; MistralConfig leaves it unset.
-        if name != "MistralForCausalLM" && p.head_dim.is_none() {
+        // converter always writes key/value_length for Llama; Mistral/MixtralConfig leave it.
+        if name == "LlamaForCausalLM" && p.head_dim.is_none() {
             p.head_dim = Some(p.rope_dim);
+        }
+        if name == "MixtralForCausalLM" {
+            // MixtralConfig's defaults: 8 experts, 2 used
+            let x = config.u64_field("num_local_experts").unwrap_or(8);
+            let used = config.u64_field("num_experts_per_tok").unwrap_or(2);
+            if !(2..=4096).contains(&x) || used == 0 || used > x {
+                return Err(ArchError::Invalid(format!(
+                    "num_local_experts {x} / num_experts_per_tok {used} are not a usable mixture"
+                )));
+            }
+            p.experts = Some((x as u32, used as u32));
         }
         Ok(Box::new(p))
     },
@@ -45,6 +61,8 @@ pub struct LlamaParams {
     /// Llama-3 style rope scaling: the `rope_freqs.weight` tensor values (head_dim / 2).
     pub rope_freqs: Option<Vec<f32>>,
     pub tied_embeddings: bool,
+    /// Mixtral: (num_local_experts, num_experts_per_tok).
+    pub experts: Option<(u32, u32)>,
 }
 
 impl LlamaParams {
@@ -128,6 +146,7 @@ impl LlamaParams {
             rope_linear_factor,
             rope_freqs,
             tied_embeddings: c.tie_word_embeddings,
+            experts: None,
         })
     }
 
@@ -138,7 +157,11 @@ impl LlamaParams {
         let f = Some(self.n_ff as usize);
         let q = Some((self.n_head * self.rope_dim) as usize);
         let kv = Some((self.n_head_kv.unwrap_or(self.n_head) * self.rope_dim) as usize);
+        let x = self.experts.map(|(x, _)| x as usize);
         Some(match tensor_kind(gguf) {
+            "ffn_gate_inp.weight" => vec![x, e],
+            "ffn_gate_exps.weight" | "ffn_up_exps.weight" => vec![x, f, e],
+            "ffn_down_exps.weight" => vec![x, e, f],
             "token_embd.weight" | "output.weight" => vec![None, e],
             "output_norm.weight" | "attn_norm.weight" | "ffn_norm.weight" => vec![e],
             "attn_q.weight" => vec![q, e],
@@ -162,10 +185,18 @@ impl LlamaParams {
                 "attn_v",
                 "attn_output",
                 "ffn_norm",
-                "ffn_gate",
-                "ffn_up",
-                "ffn_down",
-            ],
+            ]
+            .into_iter()
+            .chain(
+                if self.experts.is_some() {
+                    ["ffn_gate_inp", "ffn_up_exps", "ffn_down_exps"].as_slice()
+                } else {
+                    ["ffn_gate", "ffn_up", "ffn_down"].as_slice()
+                }
+                .iter()
+                .copied(),
+            )
+            .collect::<Vec<_>>(),
         )
     }
 
@@ -186,6 +217,27 @@ impl LlamaParams {
         }
         let (layer, module, suffix) =
             split_layer_name(hf, self.n_layer, "llama")?.ok_or_else(unknown)?;
+        if self.experts.is_some() {
+            if module == "block_sparse_moe.gate" && suffix == "weight" {
+                return Ok(Some(Mapped::plain(format!(
+                    "blk.{layer}.ffn_gate_inp.weight"
+                ))));
+            }
+            if let Some(rest) = module.strip_prefix("block_sparse_moe.experts.") {
+                let (k, w) = rest.split_once('.').ok_or_else(unknown)?;
+                let k: u32 = k.parse().map_err(|_| unknown())?;
+                let kind = match (w, suffix) {
+                    ("w1", "weight") => "ffn_gate_exps",
+                    ("w2", "weight") => "ffn_down_exps",
+                    ("w3", "weight") => "ffn_up_exps",
+                    _ => return Err(unknown()),
+                };
+                return Ok(Some(Mapped::expert(
+                    format!("blk.{layer}.{kind}.weight"),
+                    k,
+                )));
+            }
+        }
         let n_kv = self.n_head_kv.unwrap_or(self.n_head) as usize;
         let (gguf, transform) = match module {
             "input_layernorm" => ("attn_norm", Transform::None),
@@ -208,6 +260,7 @@ impl LlamaParams {
             name: format!("blk.{layer}.{gguf}.{suffix}"),
             transform,
             values: super::ValueOp::None,
+            expert: None,
         }))
     }
 }
@@ -237,6 +290,10 @@ impl Architecture for LlamaParams {
             k("attention.layer_norm_rms_epsilon"),
             Value::F32(self.rms_eps),
         ));
+        if let Some((x, used)) = self.experts {
+            v.push((k("expert_count"), u(x)));
+            v.push((k("expert_used_count"), u(used)));
+        }
         if let Some(hd) = self.head_dim {
             v.push((k("attention.key_length"), u(hd)));
             v.push((k("attention.value_length"), u(hd)));
@@ -270,13 +327,17 @@ impl Architecture for LlamaParams {
             .collect()
     }
 
+    fn vocab_style(&self) -> crate::source::tokenizer::VocabStyle {
+        crate::source::tokenizer::VocabStyle::Llama
+    }
+
     fn quant_hints(&self) -> QuantHints {
         let n_head_kv = self.n_head_kv.unwrap_or(self.n_head);
         QuantHints {
             n_layer: self.n_layer,
             n_head: self.n_head,
             n_head_kv,
-            n_expert: 0,
+            n_expert: self.experts.map_or(0, |(x, _)| x),
             // llama.cpp's LLM_TYPE_70B for llama: 80 layers with GQA.
             is_70b: self.n_layer == 80 && self.n_head != n_head_kv,
         }

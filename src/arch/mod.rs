@@ -186,6 +186,9 @@ pub struct Mapped {
     pub name: String,
     pub transform: Transform,
     pub values: ValueOp,
+    /// For one expert's 2-D weight: its index in the 3-D tensor `name` that stacks all
+    /// experts of the layer (ggml `ne2`).
+    pub expert: Option<u32>,
 }
 
 impl Mapped {
@@ -194,6 +197,14 @@ impl Mapped {
             name: name.into(),
             transform: Transform::None,
             values: ValueOp::None,
+            expert: None,
+        }
+    }
+
+    pub(crate) fn expert(name: impl Into<String>, index: u32) -> Mapped {
+        Mapped {
+            expert: Some(index),
+            ..Mapped::plain(name)
         }
     }
 

@@ -24,6 +24,9 @@ pub const KEY_VERSION: &str = "qforge.version";
 pub enum TensorSource {
     /// A safetensors tensor of the input checkpoint.
     Safetensors(SourceTensor),
+    /// Equally shaped safetensors tensors stacked along a new outermost dimension (MoE
+    /// experts: ggml `ne2` = the expert index); streamed row by row like one tensor.
+    Stacked(Vec<SourceTensor>),
     /// Tensor `index` of the input GGUF file (with its double-quantization state when the
     /// tensor is NF4_DQ).
     Gguf {
@@ -58,6 +61,18 @@ pub struct PlannedTensor {
 }
 
 impl PlannedTensor {
+    /// The safetensors tensor holding source row `row` and the row's index within it.
+    pub fn source_part(&self, row: usize) -> Option<(&SourceTensor, usize)> {
+        match &self.source {
+            TensorSource::Safetensors(src) => Some((src, row)),
+            TensorSource::Stacked(parts) => {
+                let per = self.dims.get(1).copied().unwrap_or(1).max(1) as usize;
+                parts.get(row / per).map(|p| (p, row % per))
+            }
+            _ => None,
+        }
+    }
+
     pub fn n_elements(&self) -> u64 {
         self.dims.iter().product()
     }
@@ -196,10 +211,19 @@ fn plan_arch(
 
     let mut tensors: Vec<PlannedTensor> = Vec::new();
     let mut has_output = false;
+    // Expert weights by the GGUF name of the tensor that stacks them, in first-seen order.
+    let mut experts: Vec<(String, Vec<(u32, SourceTensor)>)> = Vec::new();
     for t in ck.tensors() {
         let Some(mapped) = arch.map_tensor(&t.name)? else {
             continue;
         };
+        if let Some(k) = mapped.expert {
+            match experts.iter_mut().find(|(n, _)| *n == mapped.name) {
+                Some((_, list)) => list.push((k, t.clone())),
+                None => experts.push((mapped.name, vec![(k, t.clone())])),
+            }
+            continue;
+        }
         has_output |= mapped.name == "output.weight";
         if let Transform::PermuteRope { n_head } = mapped.transform {
             let rows = t.shape.first().copied().unwrap_or(0);
@@ -211,25 +235,7 @@ fn plan_arch(
                 )));
             }
         }
-        if let Some(want) = arch.expected_shape(&mapped.name) {
-            let fits = want.len() == t.shape.len()
-                && want
-                    .iter()
-                    .zip(&t.shape)
-                    .all(|(w, &d)| w.is_none_or(|w| w == d));
-            if !fits {
-                let want: Vec<String> = want
-                    .iter()
-                    .map(|w| w.map_or("*".to_string(), |w| w.to_string()))
-                    .collect();
-                return Err(ConvertError::Plan(format!(
-                    "tensor '{}': shape {:?} but config.json implies [{}] (llama.cpp would refuse the file)",
-                    t.name,
-                    t.shape,
-                    want.join(", ")
-                )));
-            }
-        }
+        check_shape(arch, &t.name, &mapped.name, &t.shape)?;
         tensors.push(PlannedTensor {
             name: mapped.name,
             dims: ggml_dims(&t.shape),
@@ -240,6 +246,10 @@ fn plan_arch(
             values: mapped.values,
             f16_intermediate: false,
         });
+    }
+    let n_expert = arch.quant_hints().n_expert;
+    for (name, list) in experts {
+        tensors.push(stack_experts(arch, &name, list, n_expert)?);
     }
     let missing: Vec<String> = arch
         .required_tensors()
@@ -294,6 +304,9 @@ fn plan_arch(
         t.f16_intermediate = ty.is_quantized() && !ty.is_extension() && t.source_type != "F16";
     }
 
+    if recipe.is_quantized() {
+        collapse_trailing_ones(&mut tensors);
+    }
     let tensors = add_nf4_state_tensors(tensors);
     check_names(&tensors)?;
     let mut vocab = load_vocab(&ck.path, config, arch.vocab_style())?;
@@ -321,6 +334,113 @@ fn plan_arch(
         metadata: m,
         tensors,
         alignment: 32,
+    })
+}
+
+/// llama-quantize writes every tensor with `ggml_n_dims` dimensions: trailing 1s dropped (a
+/// `{E, 1}` gate becomes `{E}`). Quantized files follow it so they equal its output.
+fn collapse_trailing_ones(tensors: &mut [PlannedTensor]) {
+    for t in tensors {
+        while t.dims.len() > 1 && t.dims.last() == Some(&1) {
+            t.dims.pop();
+        }
+    }
+}
+
+/// The shape llama.cpp will check for `gguf` (from the architecture), against a source shape.
+fn check_shape(
+    arch: &dyn Architecture,
+    source: &str,
+    gguf: &str,
+    shape: &[usize],
+) -> Result<(), ConvertError> {
+    let Some(want) = arch.expected_shape(gguf) else {
+        return Ok(());
+    };
+    let fits = want.len() == shape.len()
+        && want
+            .iter()
+            .zip(shape)
+            .all(|(w, &d)| w.is_none_or(|w| w == d));
+    if fits {
+        return Ok(());
+    }
+    let want: Vec<String> = want
+        .iter()
+        .map(|w| w.map_or("*".to_string(), |w| w.to_string()))
+        .collect();
+    Err(ConvertError::Plan(format!(
+        "tensor '{source}': shape {shape:?} but config.json implies [{}] (llama.cpp would refuse the file)",
+        want.join(", ")
+    )))
+}
+
+/// One 3-D tensor from the `n_expert` 2-D expert weights that map to `name`: every expert
+/// present once, all of one shape and dtype.
+fn stack_experts(
+    arch: &dyn Architecture,
+    name: &str,
+    mut list: Vec<(u32, SourceTensor)>,
+    n_expert: u32,
+) -> Result<PlannedTensor, ConvertError> {
+    list.sort_by_key(|(k, _)| *k);
+    let first = list[0].1.clone();
+    let sibling = |k: u32| {
+        // the HF name of expert k, spelled like the first one found
+        let k0 = list[0].0;
+        first
+            .name
+            .replace(&format!("experts.{k0}."), &format!("experts.{k}."))
+    };
+    for want in 0..n_expert {
+        match list.get(want as usize) {
+            Some((k, _)) if *k == want => {}
+            Some((k, t)) if *k < want => {
+                return Err(ConvertError::Plan(format!(
+                    "tensor '{}': expert {k} of '{name}' appears twice",
+                    t.name
+                )))
+            }
+            _ => {
+                return Err(ConvertError::Plan(format!(
+                    "tensor '{}' is missing: '{name}' stacks {n_expert} experts (config.json), \
+                     expert {want} is not in the checkpoint",
+                    sibling(want)
+                )))
+            }
+        }
+    }
+    if let Some((k, t)) = list.get(n_expert as usize) {
+        return Err(ConvertError::Plan(format!(
+            "tensor '{}': expert {k}, but config.json says {n_expert} experts",
+            t.name
+        )));
+    }
+    for (_, t) in &list[1..] {
+        if t.shape != first.shape || t.dtype != first.dtype {
+            return Err(ConvertError::Plan(format!(
+                "tensor '{}': {} {:?}, but '{}' is {} {:?}; experts stacked into '{name}' must match",
+                t.name,
+                t.dtype.name(),
+                t.shape,
+                first.name,
+                first.dtype.name(),
+                first.shape
+            )));
+        }
+    }
+    let mut shape = vec![list.len()];
+    shape.extend_from_slice(&first.shape);
+    check_shape(arch, &first.name, name, &shape)?;
+    Ok(PlannedTensor {
+        name: name.to_string(),
+        dims: ggml_dims(&shape),
+        ty: GgmlType::F32,
+        source_type: first.dtype.name().to_string(),
+        source: TensorSource::Stacked(list.into_iter().map(|(_, t)| t).collect()),
+        transform: Transform::None,
+        values: ValueOp::None,
+        f16_intermediate: false,
     })
 }
 
@@ -535,6 +655,9 @@ fn plan_gguf(
     for (t, ty) in tensors.iter_mut().zip(types) {
         t.f16_intermediate = false;
         t.ty = ty;
+    }
+    if recipe.is_quantized() {
+        collapse_trailing_ones(&mut tensors);
     }
     let tensors = add_nf4_state_tensors(tensors);
     check_names(&tensors)?;

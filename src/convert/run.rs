@@ -190,14 +190,32 @@ fn produce_all(
             }
             // Resident memory must not grow with the tensor: drop the source pages that no
             // later chunk needs.
-            if let (Input::Checkpoint(ck), TensorSource::Safetensors(src)) = (input, &t.source) {
+            if let Input::Checkpoint(ck) = input {
                 let done_rows = wave.last().map_or(0, |c| c.1);
                 let src_rows = t.transform.source_rows_done(done_rows, n_rows);
-                ck.release_prefix(src, src_rows * t.row_len());
+                match &t.source {
+                    TensorSource::Safetensors(src) => {
+                        ck.release_prefix(src, src_rows * t.row_len())
+                    }
+                    TensorSource::Stacked(parts) => {
+                        // experts finished by this wave (not those released by earlier waves)
+                        let per = (n_rows / parts.len().max(1)).max(1);
+                        let before = wave.first().map_or(0, |c| c.0);
+                        let before = t.transform.source_rows_done(before, n_rows) / per;
+                        let now = (src_rows / per).min(parts.len());
+                        parts[before.min(now)..now]
+                            .iter()
+                            .for_each(|p| ck.release(p));
+                    }
+                    _ => {}
+                }
             }
         }
         match (input, &t.source) {
             (Input::Checkpoint(ck), TensorSource::Safetensors(src)) => ck.release(src),
+            (Input::Checkpoint(ck), TensorSource::Stacked(parts)) => {
+                parts.iter().for_each(|p| ck.release(p))
+            }
             (Input::Gguf(g), TensorSource::Gguf { index, .. }) => g.release(*index),
             _ => {}
         }
@@ -260,11 +278,12 @@ fn copy_rows(
     r0: usize,
     r1: usize,
 ) -> Result<Option<Vec<u8>>, ConvertError> {
-    let (TensorSource::Safetensors(src), Input::Checkpoint(ck)) = (&t.source, input) else {
+    let (Some((first, _)), Input::Checkpoint(ck)) = (t.source_part(0), input) else {
         return Ok(None);
     };
+    let dtype = first.dtype;
     let same = matches!(
-        (src.dtype, t.ty),
+        (dtype, t.ty),
         (SourceDtype::F16, GgmlType::F16)
             | (SourceDtype::Bf16, GgmlType::Bf16)
             | (SourceDtype::F32, GgmlType::F32)
@@ -272,18 +291,22 @@ fn copy_rows(
     if !same || t.f16_intermediate || t.values != ValueOp::None {
         return Ok(None);
     }
-    let size = src.dtype.size();
+    let size = dtype.size();
     let row_len = t.row_len();
     let row_bytes = row_len * size;
     let n_rows = t.n_rows();
-    let bytes = ck.bytes(src);
     let mut out = Vec::with_capacity((r1 - r0) * row_bytes);
     for r in r0..r1 {
-        let s = t.transform.source_row(r, n_rows);
-        out.extend_from_slice(&bytes[s * row_bytes..(s + 1) * row_bytes]);
+        let (src, s) = t
+            .source_part(t.transform.source_row(r, n_rows))
+            .expect("rows of the planned source");
+        if src.dtype != dtype {
+            return Ok(None); // stacked parts of mixed dtypes: the converting path handles them
+        }
+        out.extend_from_slice(&ck.bytes(src)[s * row_bytes..(s + 1) * row_bytes]);
     }
     // Exponent all ones = infinity or NaN, in each format.
-    let bad = match src.dtype {
+    let bad = match dtype {
         SourceDtype::F16 => out
             .chunks_exact(2)
             .position(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7c00 == 0x7c00),
@@ -296,11 +319,10 @@ fn copy_rows(
     };
     if let Some(i) = bad {
         let mut v = [0f32; 1];
-        ck.read_f32(
-            src,
-            t.transform.source_row(r0 + i / row_len, n_rows) * row_len + i % row_len,
-            &mut v,
-        );
+        let (src, s) = t
+            .source_part(t.transform.source_row(r0 + i / row_len, n_rows))
+            .expect("rows of the planned source");
+        ck.read_f32(src, s * row_len + i % row_len, &mut v);
         return Err(non_finite(t, r0, i, v[0], "in the source"));
     }
     Ok(Some(out))
@@ -369,7 +391,10 @@ pub(crate) fn read_source_row(
 ) -> Result<(), ConvertError> {
     let row_len = out.len();
     match (&t.source, input) {
-        (TensorSource::Safetensors(src), Input::Checkpoint(ck)) => {
+        (TensorSource::Safetensors(_) | TensorSource::Stacked(_), Input::Checkpoint(ck)) => {
+            let (src, row) = t.source_part(row).ok_or_else(|| {
+                ConvertError::Plan(format!("tensor '{}': row {row} out of range", t.name))
+            })?;
             ck.read_f32(src, row * row_len, out);
             match t.values {
                 ValueOp::None => {}

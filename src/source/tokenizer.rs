@@ -113,6 +113,9 @@ pub enum VocabStyle {
     /// `TextModel`'s: SentencePiece from tokenizer.model, else byte-level BPE.
     #[default]
     Default,
+    /// `LlamaModel.set_vocab`: as `Default`, plus `add_space_prefix` from tokenizer_config.json's
+    /// `add_prefix_space` whatever the tokenizer kind.
+    Llama,
     /// `Phi3MiniModel.set_vocab`: SentencePiece whose added tokens (added_tokens.json,
     /// tokenizer_config.json's `added_tokens_decoder`, tokenizer.json's `added_tokens`, in that
     /// order) override any id with score -1000, CONTROL when `special` else USER_DEFINED; or
@@ -161,7 +164,7 @@ pub fn load_vocab(dir: &Path, config: &HfConfig, style: VocabStyle) -> Result<Vo
             "no tokenizer.model or tokenizer.json in the model folder",
         ));
     };
-    special_tokens(&mut vocab, &files, config);
+    special_tokens(&mut vocab, &files, config, style);
     vocab.chat_template = chat_template(&files)?;
     Ok(vocab)
 }
@@ -828,7 +831,7 @@ fn token_content(v: &Value) -> Option<String> {
     }
 }
 
-fn special_tokens(vocab: &mut Vocab, files: &Files, config: &HfConfig) {
+fn special_tokens(vocab: &mut Vocab, files: &Files, config: &HfConfig, style: VocabStyle) {
     let index: HashMap<&str, u32> = vocab
         .tokens
         .iter()
@@ -873,7 +876,7 @@ fn special_tokens(vocab: &mut Vocab, files: &Files, config: &HfConfig) {
     vocab.add_bos = post.bos.or_else(|| flag("add_bos_token"));
     vocab.add_sep = post.sep.or_else(|| flag("add_sep_token"));
     vocab.add_eos = post.eos.or_else(|| flag("add_eos_token"));
-    if vocab.model == "llama" {
+    if style == VocabStyle::Llama {
         if let Some(prefix) = flag("add_prefix_space") {
             vocab.add_space_prefix = Some(prefix);
         }

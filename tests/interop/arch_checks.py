@@ -28,6 +28,10 @@ ARCH_TYPES = ["f16", "q8_0", "q4_0", "q4_k_s", "q4_k_m"]
 # models are sensitive (logit scales 12-24, rows of 192-256 so K-quants often fall back to q5_0).
 # Measured minima over the fixtures: q8_0 0.9979, q4_0 0.748, q4_k_s 0.936, q4_k_m 0.869 (phi3).
 MIN_COSINE = {"q8_0": 0.995, "q4_0": 0.70, "q4_k_s": 0.85, "q4_k_m": 0.85}
+# Mixture-of-experts fixtures route each token to 2 of 4-8 experts: quantization noise flips
+# routing decisions, which moves whole positions (measured minima: q8_0 0.9148, q4_0 0.5126,
+# q4_k_s 0.7741, q4_k_m 0.7776 for Mixtral).
+MIN_COSINE_MOE = {"q8_0": 0.90, "q4_0": 0.40, "q4_k_s": 0.60, "q4_k_m": 0.60}
 
 
 def special_texts(tok, byte_level):
@@ -146,6 +150,8 @@ def arch_checks(h, args, name, fix, tmp):
 
     with open(os.path.join(gold_dir, "hf_tokens.json"), encoding="utf-8") as f:
         prompt = json.load(f)
+    with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
+        cfg_keys = sorted(k for k in json.load(f) if k in ("num_experts", "num_local_experts"))
     tokens = prompt["ids"]
     want = np.load(os.path.join(gold_dir, "hf_logits.npy")).astype(np.float64)
     state = {}
@@ -199,8 +205,9 @@ def arch_checks(h, args, name, fix, tmp):
             got = h.llama_logits(files[ty], tokens)
             h.release(files[ty])
             cos = h.cosines(got, state.get("f16", want))
-            if cos.min() < MIN_COSINE[ty]:
-                raise AssertionError(f"min cosine to F16 logits {cos.min():.4f} < {MIN_COSINE[ty]}")
+            bound = (MIN_COSINE_MOE if "expert" in json.dumps(cfg_keys) else MIN_COSINE)[ty]
+            if cos.min() < bound:
+                raise AssertionError(f"min cosine to F16 logits {cos.min():.4f} < {bound}")
             return f"loads; min cosine to F16 logits {cos.min():.4f} (mean {cos.mean():.4f})"
 
         h.check(f"{label}: {ty} logits", quant_logits, only)
