@@ -41,6 +41,14 @@ fixtures/tiny-qwen2moe  Qwen2MoeForCausalLM (v4 form), 4 experts with 2 used plu
 fixtures/tiny-mixtral   MixtralForCausalLM (v4 form), 8 experts with 2 used (llama-quantize's
     8-expert rules apply), Q/K permuted like Llama, BF16, the Qwen byte-level tokenizer.
 
+fixtures/tiny-olmo2    Olmo2ForCausalLM (v4 form): post-norms only, q/k norms over the whole
+    projection, untied, F16; a cl100k-style tokenizer (the Llama-3 regex, ignore_merges false).
+fixtures/tiny-smollm3  SmolLM3ForCausalLM: 4 layers so layer 3 is a NoPE layer, GQA, tied, BF16;
+    a Llama-3.2-style tokenizer with ignore_merges false (llama.cpp's smaug-bpe).
+fixtures/tiny-granite  GraniteForCausalLM (Granite 3.x form): embedding/attention/residual/logit
+    multipliers, a head_dim the converter ignores, tied, BF16; a Digits + ByteLevel(GPT-2 regex)
+    tokenizer with its specials first (llama.cpp's refact).
+
 The Qwen fixtures carry Qwen's byte-level BPE tokenizer (trained here on the shared corpus): NFC normalizer,
 Split(<Qwen2 regex>, isolated) + ByteLevel(use_regex=false), ignore_merges false, the
 <|endoftext|>/<|im_start|>/<|im_end|> specials, no BOS, ChatML chat template.
@@ -503,7 +511,128 @@ def make_mixtral():
     print(f"{out}: {n_exp} experts ({used} used)")
 
 
+def bpe_tokenizer(out, kind, specials, bos=None, eos=None, add_bos=False, specials_first=False):
+    """A byte-level BPE tokenizer.json + tokenizer_config.json of one of the shapes:
+    'llama3' (Split(Llama-3 regex) + ByteLevel(use_regex=false)) or 'digits' (Digits(individual)
+    + ByteLevel(use_regex=true)). ignore_merges is false. Returns (size, ids)."""
+    tok = Tokenizer(models.BPE(ignore_merges=False))
+    if kind == "llama3":
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(BASE.LLAMA3_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False)])
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=470, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  special_tokens=specials if specials_first else [])
+    tok.train_from_iterator(CORPUS * 3, trainer)
+    if not specials_first:
+        tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
+    else:
+        tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
+    ids = {s: tok.token_to_id(s) for s in specials}
+    if add_bos:
+        tok.post_processor = processors.Sequence([
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos}:1 $B:1",
+                                          special_tokens=[(bos, ids[bos])])])
+    else:
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.save(os.path.join(out, "tokenizer.json"))
+    write_json(os.path.join(out, "tokenizer_config.json"), {
+        "add_bos_token": add_bos, "add_prefix_space": False,
+        "added_tokens_decoder": BASE.added_tokens_decoder(tok, specials), "bos_token": bos,
+        "chat_template": CHATML_TEMPLATE.replace("<|im_start|>", specials[-2]).replace("<|im_end|>", specials[-1]),
+        "clean_up_tokenization_spaces": False, "eos_token": eos, "model_max_length": 8192,
+        "tokenizer_class": "GPT2Tokenizer" if kind == "digits" else "PreTrainedTokenizerFast",
+        **({"unk_token": eos, "pad_token": eos} if kind == "digits" else {}),
+    })
+    n = tok.get_vocab_size()
+    assert n == max(tok.get_vocab().values()) + 1
+    return n, ids
+
+
+def make_olmo2():
+    out = fresh("tiny-olmo2")
+    n_tok, ids = bpe_tokenizer(out, "llama3", ["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"],
+                               bos="<|endoftext|>", eos="<|endoftext|>")
+    hidden, ff, layers, heads, kv = 128, 256, 2, 4, 2
+    hd = hidden // heads
+    write_json(os.path.join(out, "config.json"), {
+        "architectures": ["Olmo2ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "bos_token_id": None, "eos_token_id": ids["<|endoftext|>"], "hidden_act": "silu", "hidden_size": hidden,
+        "initializer_range": 0.02, "intermediate_size": ff, "max_position_embeddings": 4096, "model_type": "olmo2",
+        "num_attention_heads": heads, "num_hidden_layers": layers, "num_key_value_heads": kv,
+        "pad_token_id": ids["<|pad|>"], "rms_norm_eps": 1e-6, "rope_scaling": None, "rope_theta": 500000,
+        "tie_word_embeddings": False, "torch_dtype": "float16", "transformers_version": "4.48.0",
+        "use_cache": True, "vocab_size": n_tok,
+    })
+    rng = np.random.default_rng(121)
+    std = {"emb": 0.3, "head": 0.2, "qk": 0.1, "v": 0.08, "o": 0.08, "ff": 0.08, "down": 0.08}
+    t = dense_weights(rng, n_tok, hidden, ff, layers, heads, kv, hd, False, std)
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        t.pop(p + "input_layernorm.weight")
+        t[p + "post_feedforward_layernorm.weight"] = (1.0 + 0.1 * rng.standard_normal(hidden)).astype(np.float32)
+        t[p + "self_attn.q_norm.weight"] = (1.0 + 0.3 * rng.standard_normal(heads * hd)).astype(np.float32)
+        t[p + "self_attn.k_norm.weight"] = (1.0 + 0.3 * rng.standard_normal(kv * hd)).astype(np.float32)
+    save_f16(t, os.path.join(out, "model.safetensors"))
+    print(f"{out}: {n_tok} tokens")
+
+
+def make_smollm3():
+    out = fresh("tiny-smollm3")
+    n_tok, ids = bpe_tokenizer(out, "llama3", ["<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>", "<|im_end|>"],
+                               bos="<|begin_of_text|>", eos="<|im_end|>", add_bos=True)
+    hidden, ff, layers, heads, kv = 128, 256, 4, 4, 2
+    write_json(os.path.join(out, "config.json"), {
+        "architectures": ["SmolLM3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "bos_token_id": ids["<|begin_of_text|>"], "eos_token_id": ids["<|im_end|>"], "hidden_act": "silu",
+        "hidden_size": hidden, "initializer_range": 0.02, "intermediate_size": ff, "max_position_embeddings": 65536,
+        "max_window_layers": layers, "mlp_bias": False, "model_type": "smollm3", "no_rope_layer_interval": 4,
+        "no_rope_layers": [int((i + 1) % 4 != 0) for i in range(layers)], "num_attention_heads": heads,
+        "num_hidden_layers": layers, "num_key_value_heads": kv, "pad_token_id": ids["<|end_of_text|>"],
+        "pretraining_tp": 2, "rms_norm_eps": 1e-6, "rope_scaling": None, "rope_theta": 5000000.0,
+        "sliding_window": None, "tie_word_embeddings": True, "torch_dtype": "bfloat16",
+        "transformers_version": "4.54.0.dev0", "use_cache": False, "use_sliding_window": False, "vocab_size": n_tok,
+    })
+    rng = np.random.default_rng(131)
+    std = {"emb": 0.3, "qk": 0.1, "v": 0.08, "o": 0.08, "ff": 0.08, "down": 0.08}
+    t = dense_weights(rng, n_tok, hidden, ff, layers, heads, kv, hidden // heads, True, std)
+    save_bf16(t, os.path.join(out, "model.safetensors"))
+    print(f"{out}: {n_tok} tokens, layer 3 NoPE")
+
+
+def make_granite():
+    out = fresh("tiny-granite")
+    specials = ["<|end_of_text|>", "<fim_prefix>", "<|start_of_role|>", "<|end_of_role|>"]
+    n_tok, ids = bpe_tokenizer(out, "digits", specials, bos="<|end_of_text|>", eos="<|end_of_text|>",
+                               specials_first=True)
+    hidden, ff, layers, heads, kv = 128, 256, 2, 4, 2
+    write_json(os.path.join(out, "config.json"), {
+        "architectures": ["GraniteForCausalLM"], "attention_bias": False, "attention_dropout": 0.1,
+        "attention_multiplier": 0.03125, "bos_token_id": ids["<|end_of_text|>"], "embedding_multiplier": 12.0,
+        "eos_token_id": ids["<|end_of_text|>"], "head_dim": 32, "hidden_act": "silu", "hidden_size": hidden,
+        "initializer_range": 0.02, "intermediate_size": ff, "logits_scaling": 4.0, "max_position_embeddings": 4096,
+        "mlp_bias": False, "model_type": "granite", "num_attention_heads": heads, "num_hidden_layers": layers,
+        "num_key_value_heads": kv, "pad_token_id": ids["<|end_of_text|>"], "residual_multiplier": 0.22,
+        "rms_norm_eps": 1e-5, "rope_scaling": None, "rope_theta": 10000000.0, "tie_word_embeddings": True,
+        "torch_dtype": "bfloat16", "transformers_version": "4.46.0.dev0", "use_cache": True, "vocab_size": n_tok,
+    })
+    rng = np.random.default_rng(141)
+    std = {"emb": 0.05, "qk": 0.15, "v": 0.15, "o": 0.3, "ff": 0.1, "down": 0.3}
+    t = dense_weights(rng, n_tok, hidden, ff, layers, heads, kv, hidden // heads, True, std)
+    save_bf16(t, os.path.join(out, "model.safetensors"))
+    print(f"{out}: {n_tok} tokens, multipliers")
+
+
 if __name__ == "__main__":
+    make_olmo2()
+    make_smollm3()
+    make_granite()
     make_qwen3moe()
     make_qwen2moe()
     make_mixtral()

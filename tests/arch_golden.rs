@@ -387,3 +387,49 @@ fn expert_tensors_must_all_be_there_and_alike() {
         "{e}"
     );
 }
+
+#[test]
+fn pre_tokenizer_can_be_named_when_it_cannot_be_recognised() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = edited_fixture("tiny-qwen2", tmp.path(), |_| {});
+    // a regex llama.cpp has no pre-tokenizer for: recognition fails and says --pre
+    let tj = d.join("tokenizer.json");
+    let text = std::fs::read_to_string(&tj)
+        .unwrap()
+        .replace(r"\\p{N}|", r"\\p{N}{1,2}|");
+    std::fs::write(&tj, text).unwrap();
+    let out = tmp.path().join("out.gguf");
+    let e = convert_fails(&d, &out);
+    assert!(e.contains("--pre NAME") && e.contains("qwen2"), "{e}");
+    let run = |pre: &str| {
+        Command::new(env!("CARGO_BIN_EXE_qforge"))
+            .args([
+                "convert",
+                d.to_str().unwrap(),
+                "-t",
+                "f16",
+                "--quiet",
+                "--pre",
+                pre,
+                "-o",
+            ])
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let o = run("qwen2");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let f = GgufFile::open(&out).unwrap();
+    assert_eq!(
+        f.metadata().get("tokenizer.ggml.pre"),
+        Some(&Value::String("qwen2".into()))
+    );
+    std::fs::remove_file(&out).unwrap();
+    let o = run("no-such-pre");
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("llama-bpe") && e.contains("no-such-pre"),
+        "{e}"
+    );
+    assert!(!out.exists());
+}

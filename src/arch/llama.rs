@@ -1,7 +1,10 @@
 //! The `llama` family: `LlamaForCausalLM` (Llama 2/3.x, SmolLM/SmolLM2), `MistralForCausalLM`
-//! and `MixtralForCausalLM`, as llama.cpp's `conversion/llama.py` converts them: Q/K rows
-//! permuted for llama.cpp's interleaved RoPE, Llama-3 rope scaling as a generated `rope_freqs`
-//! tensor, Mixtral's experts (`w1`/`w2`/`w3`) stacked into 3-D `ffn_{gate,down,up}_exps`.
+//! and `MixtralForCausalLM` → `llama`, and the two llama.cpp converts with `LlamaModel`
+//! subclasses: `SmolLM3ForCausalLM` → `smollm3` (NoPE layers are hard-coded in llama.cpp) and
+//! `GraniteForCausalLM` → `granite` (head_dim ignored; embedding/attention/residual/logit
+//! multipliers). Q/K rows are permuted for llama.cpp's interleaved RoPE, Llama-3 rope scaling
+//! becomes a generated `rope_freqs` tensor, Mixtral's experts (`w1`/`w2`/`w3`) are stacked into
+//! 3-D `ffn_{gate,down,up}_exps`.
 
 use super::hparams::positive_u32;
 use super::{
@@ -17,9 +20,32 @@ pub const FAMILY: Family = Family {
         "LlamaForCausalLM",
         "MistralForCausalLM",
         "MixtralForCausalLM",
+        "SmolLM3ForCausalLM",
+        "GraniteForCausalLM",
     ],
     build: |name, config| {
+        let mut config = config.clone();
+        if name == "GraniteForCausalLM" {
+            // GraniteModel pops head_dim before anything reads it
+            config.head_dim = None;
+        }
+        let config = &config;
         let mut p = LlamaParams::from_config(config)?;
+        p.arch = match name {
+            "SmolLM3ForCausalLM" => "smollm3",
+            "GraniteForCausalLM" => "granite",
+            _ => "llama",
+        };
+        if name == "GraniteForCausalLM" {
+            // GraniteConfig's defaults are 1.0; the converter writes each when non-zero
+            let m = |k: &str| config.f64_field(k).unwrap_or(1.0) as f32;
+            p.granite = Some([
+                m("attention_multiplier"),
+                m("embedding_multiplier"),
+                m("residual_multiplier"),
+                m("logits_scaling"),
+            ]);
+        }
         // transformers' LlamaConfig always sets head_dim (hidden / heads when absent), so the
         // converter always writes key/value_length for Llama; Mistral/MixtralConfig leave it.
         if name == "LlamaForCausalLM" && p.head_dim.is_none() {
@@ -63,6 +89,10 @@ pub struct LlamaParams {
     pub tied_embeddings: bool,
     /// Mixtral: (num_local_experts, num_experts_per_tok).
     pub experts: Option<(u32, u32)>,
+    /// `general.architecture`: llama, smollm3 or granite.
+    pub arch: &'static str,
+    /// Granite's attention, embedding, residual and logit multipliers.
+    pub granite: Option<[f32; 4]>,
 }
 
 impl LlamaParams {
@@ -147,6 +177,8 @@ impl LlamaParams {
             rope_freqs,
             tied_embeddings: c.tie_word_embeddings,
             experts: None,
+            arch: "llama",
+            granite: None,
         })
     }
 
@@ -207,7 +239,7 @@ impl LlamaParams {
         }
         let unknown = || ArchError::UnknownTensor {
             name: hf.to_string(),
-            arch: "llama",
+            arch: self.arch,
         };
         match hf {
             "model.embed_tokens.weight" => return Ok(Some(Mapped::plain("token_embd.weight"))),
@@ -216,7 +248,7 @@ impl LlamaParams {
             _ => {}
         }
         let (layer, module, suffix) =
-            split_layer_name(hf, self.n_layer, "llama")?.ok_or_else(unknown)?;
+            split_layer_name(hf, self.n_layer, self.arch)?.ok_or_else(unknown)?;
         if self.experts.is_some() {
             if module == "block_sparse_moe.gate" && suffix == "weight" {
                 return Ok(Some(Mapped::plain(format!(
@@ -267,11 +299,12 @@ impl LlamaParams {
 
 impl Architecture for LlamaParams {
     fn gguf_arch(&self) -> &'static str {
-        "llama"
+        self.arch
     }
 
     fn hparams(&self, ctx: KeyContext) -> Vec<(String, Value)> {
-        let k = |s: &str| format!("llama.{s}");
+        let a = self.arch;
+        let k = |s: &str| format!("{a}.{s}");
         let u = Value::U32;
         let mut v = vec![
             (k("block_count"), u(self.n_layer)),
@@ -305,6 +338,21 @@ impl Architecture for LlamaParams {
             v.push((k("rope.scaling.type"), Value::String("linear".into())));
             v.push((k("rope.scaling.factor"), Value::F32(f)));
         }
+        if let Some(m) = self.granite {
+            for (key, value) in [
+                "attention.scale",
+                "embedding_scale",
+                "residual_scale",
+                "logit_scale",
+            ]
+            .into_iter()
+            .zip(m)
+            {
+                if value != 0.0 {
+                    v.push((k(key), Value::F32(value)));
+                }
+            }
+        }
         v
     }
 
@@ -329,6 +377,18 @@ impl Architecture for LlamaParams {
 
     fn vocab_style(&self) -> crate::source::tokenizer::VocabStyle {
         crate::source::tokenizer::VocabStyle::Llama
+    }
+
+    fn adjust_vocab(&self, vocab: &mut crate::source::tokenizer::Vocab) {
+        // LlamaModel.set_vocab: vocabularies of 49152 (SmolLM/SmolLM2, small Granite) add no BOS
+        if self.vocab_size == Some(49152) {
+            vocab.add_bos = Some(false);
+        }
+        // Granite's Digits + ByteLevel tokenizer: llama.cpp's converter names it refact (the
+        // same pre-tokenizer behaviour as smollm but for clean_spaces on detokenization)
+        if self.arch == "granite" && vocab.pre == "smollm" {
+            vocab.pre = "refact".into();
+        }
     }
 
     fn quant_hints(&self) -> QuantHints {

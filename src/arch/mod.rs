@@ -9,6 +9,7 @@
 pub mod gemma;
 pub mod hparams;
 pub mod llama;
+pub mod olmo;
 pub mod phi;
 pub mod qwen;
 
@@ -32,7 +33,13 @@ pub struct Family {
 }
 
 /// Every family qforge converts, in the order `supported()` lists them.
-pub const FAMILIES: &[&Family] = &[&llama::FAMILY, &qwen::FAMILY, &gemma::FAMILY, &phi::FAMILY];
+pub const FAMILIES: &[&Family] = &[
+    &llama::FAMILY,
+    &qwen::FAMILY,
+    &gemma::FAMILY,
+    &phi::FAMILY,
+    &olmo::FAMILY,
+];
 
 /// Every supported `architectures` name.
 pub fn supported() -> Vec<&'static str> {

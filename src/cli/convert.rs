@@ -41,6 +41,10 @@ pub struct ConvertArgs {
     /// pattern wins. Repeatable.
     #[arg(long, value_name = "PATTERN=TYPE")]
     pub tensor_type: Vec<String>,
+    /// llama.cpp's pre-tokenizer name (tokenizer.ggml.pre) for a byte-level BPE tokenizer,
+    /// instead of recognising it from tokenizer.json (e.g. llama-bpe, qwen2, smollm, gpt-4o).
+    #[arg(long = "pre", value_name = "NAME")]
+    pub pre_tokenizer: Option<String>,
 }
 
 /// A path that exists is used as it is; `owner/name` otherwise names a model in the local
@@ -91,7 +95,10 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<i32> {
             bail!("--tensor-type {e}");
         }
     }
-    let plan = convert::plan_with(&input, &args.input, args.recipe, &overrides)?;
+    let opts = convert::PlanOptions {
+        pre_tokenizer: args.pre_tokenizer.clone(),
+    };
+    let plan = convert::plan_with_options(&input, &args.input, args.recipe, &overrides, &opts)?;
     if args.dry_run {
         println!(
             "{:<40} {:<22} {:>6} -> {:<9} {:>12}",

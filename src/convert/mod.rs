@@ -10,7 +10,8 @@ mod verify;
 use std::path::{Path, PathBuf};
 
 pub use plan::{
-    plan, plan_with, Input, Plan, PlannedTensor, TensorSource, KEY_TENSOR_SHA256, KEY_VERSION,
+    plan, plan_with, plan_with_options, Input, Plan, PlanOptions, PlannedTensor, TensorSource,
+    KEY_TENSOR_SHA256, KEY_VERSION,
 };
 pub use recipe::{parse_ggml_type, Recipe, TypeOverrides, RECIPE_NAMES};
 pub use run::{execute, RunOptions, RunReport};

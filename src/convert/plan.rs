@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::arch::{self, Architecture, KeyContext, Transform, ValueOp};
 use crate::gguf::{Array, GgmlType, GgufFile, Metadata, Value};
 use crate::quant::nf4::DqState;
-use crate::source::tokenizer::{load_vocab, Vocab};
+use crate::source::tokenizer::{load_vocab_with, Vocab};
 use crate::source::{Checkpoint, SourceDtype, SourceTensor};
 
 use super::recipe::{choose_types_pure_with, choose_types_with, ModelShape, Recipe, TypeOverrides};
@@ -173,11 +173,30 @@ pub fn plan_with(
     recipe: Option<Recipe>,
     ov: &TypeOverrides,
 ) -> Result<Plan, ConvertError> {
+    plan_with_options(input, path, recipe, ov, &PlanOptions::default())
+}
+
+/// Choices about the conversion that are not tensor types.
+#[derive(Clone, Debug, Default)]
+pub struct PlanOptions {
+    /// `tokenizer.ggml.pre` for a byte-level BPE tokenizer, instead of recognising it from
+    /// tokenizer.json (one of llama.cpp's names).
+    pub pre_tokenizer: Option<String>,
+}
+
+/// [`plan_with`] with [`PlanOptions`].
+pub fn plan_with_options(
+    input: &Input,
+    path: &Path,
+    recipe: Option<Recipe>,
+    ov: &TypeOverrides,
+    opts: &PlanOptions,
+) -> Result<Plan, ConvertError> {
     match input {
         Input::Checkpoint(ck) => match &ck.config {
             Some(config) if !config.architectures.is_empty() || path.is_dir() => {
                 let arch = arch::detect(config)?;
-                plan_arch(ck, arch.as_ref(), recipe, ov)
+                plan_arch(ck, arch.as_ref(), recipe, ov, opts)
             }
             _ => plan_plain(ck, recipe, ov),
         },
@@ -205,6 +224,7 @@ fn plan_arch(
     arch: &dyn Architecture,
     recipe: Option<Recipe>,
     ov: &TypeOverrides,
+    opts: &PlanOptions,
 ) -> Result<Plan, ConvertError> {
     let config = ck.config.as_ref().expect("checked by caller");
     let recipe = recipe.unwrap_or_else(|| source_precision(ck.tensors()));
@@ -309,8 +329,16 @@ fn plan_arch(
     }
     let tensors = add_nf4_state_tensors(tensors);
     check_names(&tensors)?;
-    let mut vocab = load_vocab(&ck.path, config, arch.vocab_style())?;
+    let mut vocab = load_vocab_with(
+        &ck.path,
+        config,
+        arch.vocab_style(),
+        opts.pre_tokenizer.as_deref(),
+    )?;
     arch.adjust_vocab(&mut vocab);
+    if let (Some(pre), "gpt2") = (&opts.pre_tokenizer, vocab.model.as_str()) {
+        vocab.pre = pre.clone(); // the user's choice stands over the family's naming
+    }
     let mut m = Metadata::new();
     put(
         &mut m,

@@ -51,29 +51,144 @@ pub struct Vocab {
     pub chat_template: Option<String>,
 }
 
-/// A byte-level BPE pre-tokenizer llama.cpp implements natively, identified by its regex.
+/// A byte-level BPE pre-tokenizer llama.cpp implements natively, identified by the regexes
+/// its steps apply in order and, where names share regexes, the BPE model's `ignore_merges`.
 struct KnownPre {
     name: &'static str,
-    regex: &'static str,
+    regexes: &'static [&'static str],
+    ignore_merges: Option<bool>,
 }
 
 /// The GPT-2 regex, which `ByteLevel(use_regex=true)` applies implicitly.
 const GPT2_REGEX: &str =
     r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
+/// Llama 3's (and cl100k's) regex, shared by llama.cpp's `llama-bpe`, `smaug-bpe` and `dbrx`.
+const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 const KNOWN_PRE: &[KnownPre] = &[
     KnownPre {
         name: "gpt-2",
-        regex: GPT2_REGEX,
+        regexes: &[GPT2_REGEX],
+        ignore_merges: None,
     },
+    // llama.cpp's llama-bpe sets ignore_merges; smaug-bpe (and dbrx, the same pre-type
+    // behaviour) does not: the model flag tells which one tokenizes like the source.
     KnownPre {
         name: "llama-bpe",
-        regex: r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+        regexes: &[LLAMA3_REGEX],
+        ignore_merges: Some(true),
+    },
+    KnownPre {
+        name: "smaug-bpe",
+        regexes: &[LLAMA3_REGEX],
+        ignore_merges: Some(false),
     },
     KnownPre {
         name: "qwen2",
-        regex: r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+        regexes: &[
+            r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+        ],
+        ignore_merges: None,
     },
+    // Digits(individual_digits) then ByteLevel(use_regex): SmolLM/SmolLM2 (`smollm`); Granite's
+    // converter output names the same pre-type behaviour `refact`.
+    KnownPre {
+        name: "smollm",
+        regexes: &[r"\p{N}", GPT2_REGEX],
+        ignore_merges: None,
+    },
+];
+
+/// Every `tokenizer.ggml.pre` string llama.cpp accepts for BPE vocabularies (`--pre`).
+pub const LLAMA_CPP_PRE_NAMES: &[&str] = &[
+    "default",
+    "minicpm5",
+    "llama3",
+    "llama-v3",
+    "llama-bpe",
+    "falcon3",
+    "falcon-h1",
+    "pixtral",
+    "midm-2.0",
+    "lfm2",
+    "jina-v5-nano",
+    "deepseek-llm",
+    "deepseek-coder",
+    "deepseek-v3",
+    "youtu",
+    "falcon",
+    "mpt",
+    "starcoder",
+    "gpt-2",
+    "phi-2",
+    "jina-es",
+    "jina-de",
+    "gigachat",
+    "jina-v2-es",
+    "jina-v2-de",
+    "a.x-4.0",
+    "mellum",
+    "modern-bert",
+    "jais-2",
+    "gemma4",
+    "granite-embed-multi-311m",
+    "sarvam-moe",
+    "jina-v1-en",
+    "jina-v2-code",
+    "roberta-bpe",
+    "whitespace",
+    "refact",
+    "command-r",
+    "qwen2",
+    "deepseek-r1-qwen",
+    "kormo",
+    "f2llmv2",
+    "qwen35",
+    "stablelm2",
+    "olmo",
+    "dbrx",
+    "smaug-bpe",
+    "poro-chat",
+    "glm4",
+    "chatglm-bpe",
+    "viking",
+    "jais",
+    "tekken",
+    "smollm",
+    "codeshell",
+    "bloom",
+    "gpt3-finnish",
+    "exaone",
+    "exaone4",
+    "exaone-moe",
+    "chameleon",
+    "minerva-7b",
+    "megrez",
+    "gpt-4o",
+    "llama4",
+    "kanana2",
+    "talkie",
+    "granite-embed-multi-97m",
+    "tiny_aya",
+    "cohere2moe",
+    "superbpe",
+    "trillion",
+    "granite-docling",
+    "bailingmoe",
+    "bailingmoe2",
+    "llada-moe",
+    "seed-coder",
+    "hunyuan",
+    "hunyuan-dense",
+    "joyai-llm",
+    "kimi-k2",
+    "grok-2",
+    "afmoe",
+    "laguna",
+    "minimax-m2",
+    "solar-open",
+    "mellum2",
 ];
 
 fn tok_err(path: &Path, msg: impl Into<String>) -> SourceError {
@@ -97,6 +212,8 @@ fn read_json(path: &Path) -> Result<Value, SourceError> {
 /// The tokenizer files found in a model folder.
 struct Files {
     dir: PathBuf,
+    /// `tokenizer.ggml.pre` chosen by the user (`--pre`), instead of recognising it.
+    pre_override: Option<String>,
     tokenizer_json: Option<Value>,
     tokenizer_config: Option<Value>,
 }
@@ -126,10 +243,31 @@ pub enum VocabStyle {
 /// Load the vocabulary of the model folder `dir`. `vocab_size` from config.json pads the
 /// token list with `[PAD{i}]` entries as llama.cpp's converter does.
 pub fn load_vocab(dir: &Path, config: &HfConfig, style: VocabStyle) -> Result<Vocab, SourceError> {
+    load_vocab_with(dir, config, style, None)
+}
+
+/// [`load_vocab`] with the byte-level pre-tokenizer name chosen by the caller (one of
+/// [`LLAMA_CPP_PRE_NAMES`]) instead of recognised from tokenizer.json.
+pub fn load_vocab_with(
+    dir: &Path,
+    config: &HfConfig,
+    style: VocabStyle,
+    pre: Option<&str>,
+) -> Result<Vocab, SourceError> {
+    if let Some(p) = pre.filter(|p| !LLAMA_CPP_PRE_NAMES.contains(p)) {
+        return Err(tok_err(
+            dir,
+            format!(
+                "--pre {p}: llama.cpp knows no such pre-tokenizer (it accepts: {})",
+                LLAMA_CPP_PRE_NAMES.join(", ")
+            ),
+        ));
+    }
     let tj = dir.join("tokenizer.json");
     let tc = dir.join("tokenizer_config.json");
     let files = Files {
         dir: dir.to_path_buf(),
+        pre_override: pre.map(str::to_string),
         tokenizer_json: tj.is_file().then(|| read_json(&tj)).transpose()?,
         tokenizer_config: tc.is_file().then(|| read_json(&tc)).transpose()?,
     };
@@ -213,6 +351,13 @@ fn recognise_pre(json: &Value, path: &Path) -> Result<&'static str, SourceError>
                     .unwrap_or("");
                 regexes.push(re.to_string());
             }
+            Some("Digits") => {
+                let individual = p
+                    .get("individual_digits")
+                    .and_then(|i| i.as_bool())
+                    .unwrap_or(false);
+                regexes.push(if individual { r"\p{N}" } else { r"\p{N}+" }.to_string());
+            }
             Some("ByteLevel") if p.get("use_regex").and_then(|u| u.as_bool()).unwrap_or(true) => {
                 regexes.push(GPT2_REGEX.to_string());
             }
@@ -220,28 +365,35 @@ fn recognise_pre(json: &Value, path: &Path) -> Result<&'static str, SourceError>
             Some(other) => {
                 return Err(tok_err(
                     path,
-                    format!("byte-level pre-tokenizer contains an unsupported '{other}' step"),
+                    format!("byte-level pre-tokenizer contains an unsupported '{other}' step (choose one with --pre NAME if llama.cpp implements it)"),
                 ))
             }
             None => {}
         }
     }
-    if let [only] = regexes.as_slice() {
-        if let Some(k) = KNOWN_PRE.iter().find(|k| k.regex == only) {
-            return Ok(k.name);
-        }
+    let ignore_merges = json
+        .get("model")
+        .and_then(|m| m.get("ignore_merges"))
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
+    if let Some(k) = KNOWN_PRE.iter().find(|k| {
+        k.regexes.len() == regexes.len()
+            && k.regexes.iter().zip(&regexes).all(|(a, b)| a == b)
+            && k.ignore_merges.is_none_or(|i| i == ignore_merges)
+    }) {
+        return Ok(k.name);
     }
     let supported: Vec<&str> = KNOWN_PRE.iter().map(|k| k.name).collect();
     Err(tok_err(
         path,
         format!(
-            "unrecognised byte-level BPE pre-tokenizer (regexes {regexes:?}); llama.cpp implements these natively: {}",
+            "unrecognised byte-level BPE pre-tokenizer (regexes {regexes:?}); qforge recognises {} \
+             from tokenizer.json; name the one llama.cpp should use with --pre NAME",
             supported.join(", ")
         ),
     ))
 }
 
-/// `model.vocab` as (token, id) pairs.
 fn json_model_vocab(json: &Value, path: &Path) -> Result<Vec<(String, u32)>, SourceError> {
     let model = json
         .get("model")
@@ -507,7 +659,10 @@ fn byte_level_bpe_vocab(
     config: &HfConfig,
 ) -> Result<Vocab, SourceError> {
     let path = files.json_path();
-    let pre = recognise_pre(json, &path)?;
+    let pre: String = match &files.pre_override {
+        Some(p) => p.clone(),
+        None => recognise_pre(json, &path)?.to_string(),
+    };
     let base = json_model_vocab(json, &path)?;
     let added = added_tokens(files);
     let n = table_size(&base, &added, config, &path)?;
@@ -528,7 +683,7 @@ fn byte_level_bpe_vocab(
         .collect();
     Ok(Vocab {
         model: "gpt2".into(),
-        pre: pre.into(),
+        pre,
         tokens,
         scores: None,
         token_types: types,
@@ -1008,12 +1163,28 @@ mod tests {
     fn recognises_pre_tokenizers_by_structure() {
         let gpt2 = json!({"pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "use_regex": true}});
         assert_eq!(recognise_pre(&gpt2, Path::new("t.json")).unwrap(), "gpt-2");
-        let llama3 = json!({"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
-            {"type": "Split", "pattern": {"Regex": KNOWN_PRE[1].regex}, "behavior": "Isolated", "invert": false},
-            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]}});
+        let llama3 = |ignore_merges: bool| {
+            json!({"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": LLAMA3_REGEX}, "behavior": "Isolated", "invert": false},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]},
+            "model": {"type": "BPE", "ignore_merges": ignore_merges}})
+        };
         assert_eq!(
-            recognise_pre(&llama3, Path::new("t.json")).unwrap(),
+            recognise_pre(&llama3(true), Path::new("t.json")).unwrap(),
             "llama-bpe"
+        );
+        // same regex, merges applied to whole words: llama.cpp's smaug-bpe (SmolLM3, OLMo 2)
+        assert_eq!(
+            recognise_pre(&llama3(false), Path::new("t.json")).unwrap(),
+            "smaug-bpe"
+        );
+        // SmolLM / Granite: Digits(individual) + ByteLevel(use_regex)
+        let smollm = json!({"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}]}});
+        assert_eq!(
+            recognise_pre(&smollm, Path::new("t.json")).unwrap(),
+            "smollm"
         );
         let odd = json!({"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
             {"type": "Split", "pattern": {"Regex": "\\d+"}},
@@ -1025,6 +1196,7 @@ mod tests {
             e.contains("llama-bpe") && e.contains("gpt-2") && e.contains("t.json"),
             "{e}"
         );
+        assert!(e.contains("--pre NAME"), "{e}");
     }
 
     #[test]
