@@ -34,7 +34,7 @@ PROMPT = ("The quick brown fox jumps over the lazy dog. It's 2026! def f(x): ret
 # Pre-tokenizer names for tokenizers the converter's hash table does not know, by fixture.
 PRE_FOR_UNKNOWN_HASH = {"tiny-qwen2": "qwen2", "tiny-qwen3": "qwen2", "tiny-qwen2moe": "qwen2", "tiny-qwen3moe": "qwen2",
                         "tiny-mixtral": "qwen2", "tiny-llama-bpe": "llama-bpe", "tiny-olmo2": "dbrx",
-                        "tiny-smollm3": "smaug-bpe", "tiny-granite": "refact"}
+                        "tiny-smollm3": "smaug-bpe", "tiny-granite": "refact", "tiny-gemma3-vl": None}
 
 
 def convert(llama_cpp, model_dir, outfile, pre):

@@ -433,3 +433,60 @@ fn pre_tokenizer_can_be_named_when_it_cannot_be_recognised() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn gemma3_conditional_generation_converts_to_its_text_model() {
+    // tiny-gemma3 repackaged as transformers saves Gemma3ForConditionalGeneration: the text
+    // config under text_config, the weights under model.language_model., a vision tower and
+    // projector beside them. llama.cpp's converter writes the same file for both forms (checked
+    // once against it); qforge must too.
+    use safetensors::tensor::{Dtype, TensorView};
+    let tmp = tempfile::tempdir().unwrap();
+    let src = root().join("fixtures/tiny-gemma3");
+    let dst = tmp.path().join("tiny-gemma3-vl");
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in ["tokenizer.model", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(src.join(f), dst.join(f)).unwrap();
+    }
+    let mut text: Json =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    text.as_object_mut().unwrap().remove("architectures");
+    let config = serde_json::json!({
+        "architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3",
+        "text_config": text, "vision_config": {"hidden_size": 32, "model_type": "siglip_vision_model"},
+        "torch_dtype": "bfloat16"
+    });
+    std::fs::write(dst.join("config.json"), config.to_string()).unwrap();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let ones = vec![0x80u8, 0x3f].repeat(32); // bf16 1.0
+    let mut views: Vec<(String, TensorView)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, v)| {
+            let renamed = format!(
+                "model.language_model.{}",
+                name.strip_prefix("model.").unwrap()
+            );
+            (renamed, v)
+        })
+        .collect();
+    for extra in [
+        "model.vision_tower.vision_model.post_layernorm.weight",
+        "model.multi_modal_projector.mm_soft_emb_norm.weight",
+    ] {
+        views.push((
+            extra.to_string(),
+            TensorView::new(Dtype::BF16, vec![32], &ones).unwrap(),
+        ));
+    }
+    safetensors::serialize_to_file(views, &None, &dst.join("model.safetensors")).unwrap();
+    let golden: Json = serde_json::from_str(
+        &std::fs::read_to_string(root().join("fixtures/golden-arch/tiny-gemma3/converter.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let file = convert_f16(&dst, &tmp.path().join("vl.gguf"));
+    let problems = differences(&file, &golden);
+    assert!(problems.is_empty(), "{problems:?}");
+}
