@@ -459,7 +459,7 @@ fn gemma3_conditional_generation_converts_to_its_text_model() {
     std::fs::write(dst.join("config.json"), config.to_string()).unwrap();
     let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let ones = vec![0x80u8, 0x3f].repeat(32); // bf16 1.0
+    let ones = [0x80u8, 0x3f].repeat(32); // bf16 1.0
     let mut views: Vec<(String, TensorView)> = st
         .tensors()
         .into_iter()
