@@ -27,6 +27,8 @@ pub enum Recipe {
     Q4K,
     Q4KS,
     Q4KM,
+    Q5KS,
+    Q5KM,
     Q6K,
     Iq4Nl,
     /// NF4 with double quantization for linear weights; embeddings and output kept F16.
@@ -36,7 +38,7 @@ pub enum Recipe {
 /// Names accepted by `-t`, in help order.
 pub const RECIPE_NAMES: &[&str] = &[
     "f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q4_k_s", "q4_k_m",
-    "q6_k", "iq4_nl", "nf4",
+    "q5_k_s", "q5_k_m", "q6_k", "iq4_nl", "nf4",
 ];
 
 impl FromStr for Recipe {
@@ -54,6 +56,8 @@ impl FromStr for Recipe {
             "q4_k" => Recipe::Q4K,
             "q4_k_s" => Recipe::Q4KS,
             "q4_k_m" => Recipe::Q4KM,
+            "q5_k_s" => Recipe::Q5KS,
+            "q5_k_m" => Recipe::Q5KM,
             "q6_k" => Recipe::Q6K,
             "iq4_nl" => Recipe::Iq4Nl,
             "nf4" => Recipe::Nf4,
@@ -81,6 +85,8 @@ impl fmt::Display for Recipe {
             Recipe::Q4K => "q4_k",
             Recipe::Q4KS => "q4_k_s",
             Recipe::Q4KM => "q4_k_m",
+            Recipe::Q5KS => "q5_k_s",
+            Recipe::Q5KM => "q5_k_m",
             Recipe::Q6K => "q6_k",
             Recipe::Iq4Nl => "iq4_nl",
             Recipe::Nf4 => "nf4",
@@ -102,6 +108,7 @@ impl Recipe {
             Recipe::Q5_0 => GgmlType::Q5_0,
             Recipe::Q5_1 => GgmlType::Q5_1,
             Recipe::Q4K | Recipe::Q4KS | Recipe::Q4KM => GgmlType::Q4K,
+            Recipe::Q5KS | Recipe::Q5KM => GgmlType::Q5K,
             Recipe::Q6K => GgmlType::Q6K,
             Recipe::Iq4Nl => GgmlType::Iq4Nl,
             Recipe::Nf4 => GgmlType::Nf4Dq { block: 64 },
@@ -121,6 +128,8 @@ impl Recipe {
             // No llama_ftype is "all Q4_K"; MOSTLY_Q4_K_S is the nearest.
             Recipe::Q4K | Recipe::Q4KS => 14,
             Recipe::Q4KM => 15,
+            Recipe::Q5KS => 16,
+            Recipe::Q5KM => 17,
             Recipe::Q6K => 18,
             Recipe::Iq4Nl => 25,
             Recipe::Bf16 => 32,
@@ -390,7 +399,9 @@ pub fn choose_types_with(
                 Category::AttnV => {
                     match recipe {
                         Recipe::Iq4Nl if shape.n_gqa() >= 4 => ty = GgmlType::Q5K,
-                        Recipe::Q4KM if use_more_bits(i_attention_wv, n_attention_wv) => {
+                        Recipe::Q4KM | Recipe::Q5KM
+                            if use_more_bits(i_attention_wv, n_attention_wv) =>
+                        {
                             ty = GgmlType::Q6K
                         }
                         Recipe::Q4KS if i_attention_wv < 4 => ty = GgmlType::Q5K,
@@ -420,7 +431,9 @@ pub fn choose_types_with(
                         i_ffn_down
                     };
                     match recipe {
-                        Recipe::Q4KM if use_more_bits(i_layer, n_layer) => ty = GgmlType::Q6K,
+                        Recipe::Q4KM | Recipe::Q5KM if use_more_bits(i_layer, n_layer) => {
+                            ty = GgmlType::Q6K
+                        }
                         Recipe::Iq4Nl if i_layer < n_layer / 8 => ty = GgmlType::Q5K,
                         Recipe::Q4KS if i_layer < n_layer / 8 => ty = GgmlType::Q5K,
                         _ => {}
@@ -531,6 +544,33 @@ mod tests {
         }
         assert_eq!(type_of(&t, &types, "output.weight"), GgmlType::Q6K);
         assert_eq!(type_of(&t, &types, "token_embd.weight"), GgmlType::Q4K);
+    }
+
+    #[test]
+    fn q5_k_m_bumps_like_q4_k_m_and_q5_k_s_does_not() {
+        let t = llama(32, false);
+        let m = choose_types(Recipe::Q5KM, shape(32, false), &t);
+        let s = choose_types(Recipe::Q5KS, shape(32, false), &t);
+        for l in 0..32u32 {
+            let bumped = use_more_bits(l as i64, 32);
+            for kind in ["attn_v", "ffn_down"] {
+                let name = format!("blk.{l}.{kind}.weight");
+                let want = if bumped { GgmlType::Q6K } else { GgmlType::Q5K };
+                assert_eq!(type_of(&t, &m, &name), want, "{name}");
+                assert_eq!(type_of(&t, &s, &name), GgmlType::Q5K, "{name}");
+            }
+        }
+        assert_eq!(type_of(&t, &m, "output.weight"), GgmlType::Q6K);
+        assert_eq!(type_of(&t, &s, "token_embd.weight"), GgmlType::Q5K);
+        assert_eq!(Recipe::Q5KM.file_type(), 17);
+        // 8 experts: attn_v goes to Q8_0 whatever the mix
+        let moe = ModelShape {
+            n_expert: 8,
+            ..shape(32, false)
+        };
+        let m = choose_types(Recipe::Q5KM, moe, &t);
+        assert_eq!(type_of(&t, &m, "blk.5.attn_v.weight"), GgmlType::Q8_0);
+        assert_eq!(type_of(&t, &m, "blk.5.attn_k.weight"), GgmlType::Q8_0);
     }
 
     #[test]

@@ -91,12 +91,14 @@ SPECIAL_TEXTS = {
 }
 PROMPT = ("The quick brown fox jumps over the lazy dog. It's 2026! def f(x): return x * 2 "
           "café 🙂 Numbers 12345 and 3.14159.")
-FILE_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q4_k_s": 14, "q4_k_m": 15, "iq4_nl": 25,
+FILE_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q4_k_s": 14, "q4_k_m": 15, "q5_k_s": 16,
+             "q5_k_m": 17, "q6_k": 18, "iq4_nl": 25,
              "bf16": 32}
-QUANT_TYPES = ["q8_0", "q4_0", "q4_1", "q4_k_s", "q4_k_m", "iq4_nl"]
+QUANT_TYPES = ["q8_0", "q4_0", "q4_1", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k", "iq4_nl"]
 # Minimum per-position cosine similarity of quantized vs F16 logits. The fixtures' weights are
 # random Gaussians (no redundancy to absorb rounding), so 4-bit codes keep ~0.93-0.98 here.
-MIN_COSINE = {"q8_0": 0.999, "q4_0": 0.90, "q4_1": 0.90, "q4_k_s": 0.93, "q4_k_m": 0.93, "iq4_nl": 0.90}
+MIN_COSINE = {"q8_0": 0.999, "q4_0": 0.90, "q4_1": 0.90, "q4_k_s": 0.93, "q4_k_m": 0.93, "q5_k_s": 0.95,
+              "q5_k_m": 0.95, "q6_k": 0.99, "iq4_nl": 0.90}
 F16_TOL = 5e-3
 QUANT_SELF_TOL = 5e-2
 
