@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Golden vectors for qforge's Q4_K, Q6_K and IQ4_NL, made by ggml itself.
+"""Golden vectors for qforge's Q2_K, Q3_K, Q4_K, Q6_K, IQ4_NL and IQ4_XS, made by ggml itself.
 
 Loads libggml-base from the `llama-cpp-python` wheel with ctypes and calls:
 
@@ -36,12 +36,15 @@ OUT = os.path.join(ROOT, "fixtures", "quant", "kquant")
 ROW = 256
 # name: (ggml type id, block elements, block bytes, ref quantizer or None, dequantizer)
 TYPES = {
+    "Q2_K": (10, 256, 84, "quantize_row_q2_K_ref", "dequantize_row_q2_K"),
+    "Q3_K": (11, 256, 110, "quantize_row_q3_K_ref", "dequantize_row_q3_K"),
     "Q4_K": (12, 256, 144, "quantize_row_q4_K_ref", "dequantize_row_q4_K"),
     "Q6_K": (14, 256, 210, "quantize_row_q6_K_ref", "dequantize_row_q6_K"),
+    "IQ4_XS": (23, 256, 136, None, "dequantize_row_iq4_xs"),
     "IQ4_NL": (20, 32, 18, None, "dequantize_row_iq4_nl"),
 }
 # byte offset of the f16 scale(s) inside a block, for the special-scale random blocks
-SCALE_OFFSETS = {"Q4_K": (0, 2), "Q6_K": (208,), "IQ4_NL": (0,)}
+SCALE_OFFSETS = {"Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2), "Q6_K": (208,), "IQ4_NL": (0,), "IQ4_XS": (0,)}
 SPECIAL_F16 = [0x7C00, 0xFC00, 0x7E00, 0xFE00, 0x7C01, 0x7D55, 0x0001, 0x83FF, 0x0000, 0x8000,
                0x7BFF, 0x0400]
 F32_MAX = np.float32(3.4028235e38)

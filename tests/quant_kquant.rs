@@ -1,4 +1,4 @@
-//! Q4_K, Q6_K and IQ4_NL against ggml itself (fixtures/quant/kquant, written by
+//! Q4_K, Q6_K, IQ4_NL and IQ4_XS against ggml itself (fixtures/quant/kquant, written by
 //! scripts/gen_quant_golden_kquant.py from the libggml-base of llama-cpp-python): quantized
 //! bytes from `ggml_quantize_chunk` and values from ggml's `dequantize_row_*`, over edge-case
 //! rows (ties, zeros, subnormals, the 1e-15 threshold, f16 overflow, ±f32::MAX, heavy tails,
@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use qforge::gguf::GgmlType;
 use qforge::quant::iq4_nl::BlockIq4Nl;
+use qforge::quant::iq4_xs::BlockIq4Xs;
 use qforge::quant::q4_k::BlockQ4K;
 use qforge::quant::q6_k::BlockQ6K;
 use qforge::quant::{dequantize_with, quantize_with, BlockFormat, Isa};
@@ -40,10 +41,11 @@ fn kinds() -> Vec<String> {
         .collect()
 }
 
-const TYPES: [(&str, GgmlType); 3] = [
+const TYPES: [(&str, GgmlType); 4] = [
     ("Q4_K", GgmlType::Q4K),
     ("Q6_K", GgmlType::Q6K),
     ("IQ4_NL", GgmlType::Iq4Nl),
+    ("IQ4_XS", GgmlType::Iq4Xs),
 ];
 
 /// The blocks of every row that differ, as "row r (kind)" lines.
@@ -104,6 +106,7 @@ fn reference_block_quantizers_equal_ggml() {
     check::<BlockQ4K>("Q4_K", &x, &read("Q4_K.bin"));
     check::<BlockQ6K>("Q6_K", &x, &read("Q6_K.bin"));
     check::<BlockIq4Nl>("IQ4_NL", &x, &read("IQ4_NL.bin"));
+    check::<BlockIq4Xs>("IQ4_XS", &x, &read("IQ4_XS.bin"));
 }
 
 /// Bit equality, except that two NaNs count as equal: ggml and qforge give the same NaN

@@ -68,54 +68,65 @@ pub(crate) fn scale_bits(d: f32) -> u16 {
     }
 }
 
-impl BlockFormat for BlockIq4Nl {
-    const TYPE: GgmlType = GgmlType::Iq4Nl;
-    const ELEMS: usize = 32;
+/// The scale `quantize_row_iq4_nl_impl` (ntry = 7, no importance weights) picks for 32 values:
+/// a weighted least-squares fit refined over 15 candidate scales. Shared by IQ4_NL (one block)
+/// and IQ4_XS (each of its eight sub-blocks).
+pub(crate) fn block_scale(x: &[f32]) -> f32 {
+    let mut weight = [0f32; 32];
+    for (w, &xi) in weight.iter_mut().zip(x) {
+        *w = xi * xi;
+    }
+    block_scale_weighted(x, &weight)
+}
 
-    fn quantize_block(x: &[f32]) -> Self {
-        let v = &IQ4NL_VALUES;
-        let mut weight = [0f32; 32];
-        for (w, &xi) in weight.iter_mut().zip(x) {
-            *w = xi * xi;
+/// [`block_scale`] under explicit weights (the importance-weighted path).
+pub(crate) fn block_scale_weighted(x: &[f32], weight: &[f32]) -> f32 {
+    let v = &IQ4NL_VALUES;
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &xi in x {
+        if xi.abs() > amax {
+            amax = xi.abs();
+            max = xi;
         }
-        let (mut amax, mut max) = (0f32, 0f32);
-        for &xi in x {
-            if xi.abs() > amax {
-                amax = xi.abs();
-                max = xi;
-            }
+    }
+    if amax < GROUP_MAX_EPS {
+        0.0
+    } else {
+        let mut d = -max / v[0] as f32;
+        let mut id = 1.0 / d;
+        let (mut sumqx, mut sumq2) = (0f32, 0f32);
+        for (j, &xj) in x.iter().enumerate() {
+            let q = v[best_index(v, id * xj)] as f32;
+            let w = weight[j];
+            sumqx += w * q * xj;
+            sumq2 += w * q * q;
         }
-        let scale = if amax < GROUP_MAX_EPS {
-            0.0
-        } else {
-            let mut d = -max / v[0] as f32;
-            let mut id = 1.0 / d;
-            let (mut sumqx, mut sumq2) = (0f32, 0f32);
+        d = sumqx / sumq2;
+        let mut best = d * sumqx;
+        for itry in -NTRY..=NTRY {
+            id = (itry + v[0] as i32) as f32 / max;
+            sumqx = 0.0;
+            sumq2 = 0.0;
             for (j, &xj) in x.iter().enumerate() {
                 let q = v[best_index(v, id * xj)] as f32;
                 let w = weight[j];
                 sumqx += w * q * xj;
                 sumq2 += w * q * q;
             }
-            d = sumqx / sumq2;
-            let mut best = d * sumqx;
-            for itry in -NTRY..=NTRY {
-                id = (itry + v[0] as i32) as f32 / max;
-                sumqx = 0.0;
-                sumq2 = 0.0;
-                for (j, &xj) in x.iter().enumerate() {
-                    let q = v[best_index(v, id * xj)] as f32;
-                    let w = weight[j];
-                    sumqx += w * q * xj;
-                    sumq2 += w * q * q;
-                }
-                if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
-                    d = sumqx / sumq2;
-                    best = d * sumqx;
-                }
+            if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
+                d = sumqx / sumq2;
+                best = d * sumqx;
             }
-            d
-        };
+        }
+        d
+    }
+}
+
+impl BlockIq4Nl {
+    /// The block for 32 values under `scale` (unrounded): its f16 bits and each value's index
+    /// recomputed from it.
+    pub(crate) fn from_scale(x: &[f32], scale: f32) -> Self {
+        let v = &IQ4NL_VALUES;
         let dh = scale_bits(scale);
         // ntry > 0: final indices from the unrounded scale.
         let id = if scale != 0.0 { 1.0 / scale } else { 0.0 };
@@ -129,6 +140,15 @@ impl BlockFormat for BlockIq4Nl {
             d: dh.to_le_bytes(),
             qs,
         }
+    }
+}
+
+impl BlockFormat for BlockIq4Nl {
+    const TYPE: GgmlType = GgmlType::Iq4Nl;
+    const ELEMS: usize = 32;
+
+    fn quantize_block(x: &[f32]) -> Self {
+        Self::from_scale(x, block_scale(x))
     }
 
     fn quantize_blocks(isa: Isa, x: &[f32], out: &mut [Self]) {
@@ -174,7 +194,7 @@ impl BlockFormat for BlockIq4Nl {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(super) mod x86 {
     use super::{BlockIq4Nl, IQ4NL_VALUES, NTRY};
     use crate::quant::kquant::GROUP_MAX_EPS;
     use std::arch::x86_64::*;
@@ -212,7 +232,26 @@ mod x86 {
     /// Eight blocks at once, lane b = block b, each lane in `quantize_iq4_nl`'s order.
     #[target_feature(enable = "avx2")]
     pub unsafe fn quantize8(x: &[f32], out: &mut [BlockIq4Nl]) {
-        assert!(x.len() >= 256 && out.len() >= 8);
+        assert!(out.len() >= 8);
+        // SAFETY: same target features as this function.
+        let (scales, codes) = unsafe { fit8(x) };
+        for (b, blk) in out.iter_mut().take(8).enumerate() {
+            let mut qs = [0u8; 16];
+            for j in 0..16 {
+                qs[j] = codes[j][b] as u8 | ((codes[j + 16][b] as u8) << 4);
+            }
+            *blk = BlockIq4Nl {
+                d: super::scale_bits(scales[b]).to_le_bytes(),
+                qs,
+            };
+        }
+    }
+
+    /// The unrounded scales [`super::block_scale`] gives for the eight 32-value blocks of
+    /// `x[..256]` (one per lane), and each value's table index under its block's scale.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn fit8(x: &[f32]) -> ([f32; 8], [[i32; 8]; 32]) {
+        assert!(x.len() >= 256);
         let table: [f32; 16] = IQ4NL_VALUES.map(|v| v as f32);
         // SAFETY (whole body): the table has 16 floats; the gathers read x[32b + j] for
         // b < 8, j < 32 (x has 256 values); stores go to local arrays.
@@ -281,16 +320,7 @@ mod x86 {
             }
             let mut scales = [0f32; 8];
             _mm256_storeu_ps(scales.as_mut_ptr(), d);
-            for (b, blk) in out.iter_mut().take(8).enumerate() {
-                let mut qs = [0u8; 16];
-                for j in 0..16 {
-                    qs[j] = codes[j][b] as u8 | ((codes[j + 16][b] as u8) << 4);
-                }
-                *blk = BlockIq4Nl {
-                    d: super::scale_bits(scales[b]).to_le_bytes(),
-                    qs,
-                };
-            }
+            (scales, codes)
         }
     }
 

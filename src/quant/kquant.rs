@@ -98,6 +98,18 @@ pub(crate) fn make_qkx2_quants(
 /// ggml's `make_qx_quants` with `rmse_type = 1` and no importance weights: a signed scale
 /// for codes `L` in 0..2·nmax (stored offset by nmax).
 pub(crate) fn make_qx_quants(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
+    make_qx_quants_weighted(nmax, x, l_out, None)
+}
+
+/// ggml's `make_qx_quants` with `rmse_type = 1`: the weight of value i is `qw[i]` when given,
+/// else `x[i]²`.
+pub(crate) fn make_qx_quants_weighted(
+    nmax: i32,
+    x: &[f32],
+    l_out: &mut [i8],
+    qw: Option<&[f32]>,
+) -> f32 {
+    let weight = |i: usize, v: f32| qw.map_or(v * v, |q| q[i]);
     let (mut max, mut amax) = (0f32, 0f32);
     for &v in x {
         let ax = v.abs();
@@ -116,7 +128,7 @@ pub(crate) fn make_qx_quants(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
     for (i, &v) in x.iter().enumerate() {
         let l = nearest_int(iscale * v).clamp(-nmax, nmax - 1);
         l_out[i] = (l + nmax) as i8;
-        let w = v * v;
+        let w = weight(i, v);
         sumlx += w * v * l as f32;
         suml2 += w * l as f32 * l as f32;
     }
@@ -129,9 +141,9 @@ pub(crate) fn make_qx_quants(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
         iscale = -(nmaxf + 0.1 * is as f32) / max;
         sumlx = 0.0;
         suml2 = 0.0;
-        for &v in x {
+        for (i, &v) in x.iter().enumerate() {
             let l = nearest_int(iscale * v).clamp(-nmax, nmax - 1);
-            let w = v * v;
+            let w = weight(i, v);
             sumlx += w * v * l as f32;
             suml2 += w * l as f32 * l as f32;
         }
@@ -145,6 +157,82 @@ pub(crate) fn make_qx_quants(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
         }
     }
     scale
+}
+
+/// ggml's `make_qp_quants`: codes `L` in 0..=nmax for non-negative `x` under weights `w`
+/// (the super-block fit of scale and min vectors in the weighted K-quants). Returns the scale.
+pub(crate) fn make_qp_quants(nmax: i32, x: &[f32], l_out: &mut [u8], w: &[f32]) -> f32 {
+    let mut max = 0f32;
+    for &v in x {
+        max = if max > v { max } else { v };
+    }
+    if max < GROUP_MAX_EPS {
+        l_out.fill(0);
+        return 0.0;
+    }
+    let mut iscale = nmax as f32 / max;
+    for (l, &v) in l_out.iter_mut().zip(x) {
+        *l = nearest_int(iscale * v) as u8;
+    }
+    let scale = 1.0 / iscale;
+    let mut best_mse = 0f32;
+    for i in 0..x.len() {
+        let diff = x[i] - scale * l_out[i] as f32;
+        best_mse += w[i] * diff * diff;
+    }
+    for is in -4..=4 {
+        if is == 0 {
+            continue;
+        }
+        let iscale_is = (0.1 * is as f32 + nmax as f32) / max;
+        let scale_is = 1.0 / iscale_is;
+        let mut mse = 0f32;
+        for i in 0..x.len() {
+            let l = nearest_int(iscale_is * x[i]).min(nmax);
+            let diff = x[i] - scale_is * l as f32;
+            mse += w[i] * diff * diff;
+        }
+        if mse < best_mse {
+            best_mse = mse;
+            iscale = iscale_is;
+        }
+    }
+    let (mut sumlx, mut suml2) = (0f32, 0f32);
+    for i in 0..x.len() {
+        let l = nearest_int(iscale * x[i]).min(nmax);
+        l_out[i] = l as u8;
+        sumlx += w[i] * x[i] * l as f32;
+        suml2 += w[i] * l as f32 * l as f32;
+    }
+    for _ in 0..5 {
+        let mut n_changed = 0;
+        for i in 0..x.len() {
+            let li = l_out[i] as f32;
+            let mut slx = sumlx - w[i] * x[i] * li;
+            let mut sl2 = suml2 - w[i] * li * li;
+            if slx > 0.0 && sl2 > 0.0 {
+                let new_l = nearest_int(x[i] * sl2 / slx).min(nmax);
+                if new_l != l_out[i] as i32 {
+                    slx += w[i] * x[i] * new_l as f32;
+                    sl2 += w[i] * new_l as f32 * new_l as f32;
+                    if slx * slx * suml2 > sumlx * sumlx * sl2 {
+                        l_out[i] = new_l as u8;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        n_changed += 1;
+                    }
+                }
+            }
+        }
+        if n_changed == 0 {
+            break;
+        }
+    }
+    if suml2 > 0.0 {
+        sumlx / suml2
+    } else {
+        0.0
+    }
 }
 
 /// Pack eight 6-bit scales and mins into ggml's 12-byte layout.

@@ -64,9 +64,12 @@ macro_rules! quantize_with_avx2_kernel {
 
 pub mod float;
 pub mod iq4_nl;
+pub mod iq4_xs;
 mod isa;
 mod kquant;
 pub mod nf4;
+pub mod q2_k;
+pub mod q3_k;
 pub mod q4_0;
 pub mod q4_1;
 pub mod q4_k;
@@ -81,6 +84,7 @@ mod simd_avx512;
 mod simd_neon;
 #[cfg(target_arch = "x86_64")]
 mod simd_x86;
+pub mod weighted;
 
 pub use isa::{active_isa, Isa};
 
@@ -177,7 +181,7 @@ pub fn first_non_finite(x: &[f32]) -> Option<(usize, f32)> {
     None
 }
 
-fn check_lengths(ty: GgmlType, elements: usize, bytes: usize) -> Result<(), QuantError> {
+pub(crate) fn check_lengths(ty: GgmlType, elements: usize, bytes: usize) -> Result<(), QuantError> {
     let block = ty.block_size() as usize;
     if !elements.is_multiple_of(block) {
         return Err(QuantError::NotBlockMultiple {
@@ -198,7 +202,7 @@ fn check_lengths(ty: GgmlType, elements: usize, bytes: usize) -> Result<(), Quan
     Ok(())
 }
 
-fn quantize_as<B: BlockFormat>(isa: Isa, src: &[f32], dst: &mut [u8]) {
+pub(crate) fn quantize_as<B: BlockFormat>(isa: Isa, src: &[f32], dst: &mut [u8]) {
     let blocks: &mut [B] = bytemuck::cast_slice_mut(dst);
     B::quantize_blocks(isa, src, blocks);
 }
@@ -243,10 +247,13 @@ fn quantize_impl(isa: Isa, ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<
         GgmlType::Q4_1 => quantize_as::<q4_1::BlockQ4_1>(isa, src, dst),
         GgmlType::Q5_0 => quantize_as::<q5_0::BlockQ5_0>(isa, src, dst),
         GgmlType::Q5_1 => quantize_as::<q5_1::BlockQ5_1>(isa, src, dst),
+        GgmlType::Q2K => quantize_as::<q2_k::BlockQ2K>(isa, src, dst),
+        GgmlType::Q3K => quantize_as::<q3_k::BlockQ3K>(isa, src, dst),
         GgmlType::Q4K => quantize_as::<q4_k::BlockQ4K>(isa, src, dst),
         GgmlType::Q5K => quantize_as::<q5_k::BlockQ5K>(isa, src, dst),
         GgmlType::Q6K => quantize_as::<q6_k::BlockQ6K>(isa, src, dst),
         GgmlType::Iq4Nl => quantize_as::<iq4_nl::BlockIq4Nl>(isa, src, dst),
+        GgmlType::Iq4Xs => quantize_as::<iq4_xs::BlockIq4Xs>(isa, src, dst),
         GgmlType::Nf4 { block } => nf4::quantize_nf4(src, block as usize, dst),
         other => {
             return Err(QuantError::Unsupported {
@@ -288,10 +295,13 @@ pub fn dequantize_with(
         GgmlType::Q4_1 => dequantize_as::<q4_1::BlockQ4_1>(isa, src, dst),
         GgmlType::Q5_0 => dequantize_as::<q5_0::BlockQ5_0>(isa, src, dst),
         GgmlType::Q5_1 => dequantize_as::<q5_1::BlockQ5_1>(isa, src, dst),
+        GgmlType::Q2K => dequantize_as::<q2_k::BlockQ2K>(isa, src, dst),
+        GgmlType::Q3K => dequantize_as::<q3_k::BlockQ3K>(isa, src, dst),
         GgmlType::Q4K => dequantize_as::<q4_k::BlockQ4K>(isa, src, dst),
         GgmlType::Q5K => dequantize_as::<q5_k::BlockQ5K>(isa, src, dst),
         GgmlType::Q6K => dequantize_as::<q6_k::BlockQ6K>(isa, src, dst),
         GgmlType::Iq4Nl => dequantize_as::<iq4_nl::BlockIq4Nl>(isa, src, dst),
+        GgmlType::Iq4Xs => dequantize_as::<iq4_xs::BlockIq4Xs>(isa, src, dst),
         GgmlType::Nf4 { block } => nf4::dequantize_nf4(isa, src, block as usize, dst),
         other => {
             return Err(QuantError::Unsupported {

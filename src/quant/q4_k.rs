@@ -43,7 +43,7 @@ impl BlockQ4K {
 }
 
 impl BlockQ4K {
-    fn from_parts(d: u16, dmin: u16, scales: [u8; 12], l: [u8; 256]) -> Self {
+    pub(crate) fn from_parts(d: u16, dmin: u16, scales: [u8; 12], l: [u8; 256]) -> Self {
         let mut qs = [0u8; 128];
         for c in 0..4 {
             for i in 0..32 {

@@ -46,7 +46,7 @@ impl BlockFormat for BlockQ5K {
 }
 
 impl BlockQ5K {
-    fn from_parts(d: u16, dmin: u16, scales: [u8; 12], l: [u8; 256]) -> Self {
+    pub(crate) fn from_parts(d: u16, dmin: u16, scales: [u8; 12], l: [u8; 256]) -> Self {
         let mut qs = [0u8; 128];
         let mut qh = [0u8; 32];
         for c in 0..4 {

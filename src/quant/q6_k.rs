@@ -12,7 +12,7 @@
 //! a NaN fit that ggml's comparisons skip, so it is stored as zeros.
 
 use super::float::{f16_bits_to_f32, f32_to_f16_bits};
-use super::kquant::{fit_q6k_subblocks, nearest_int, GROUP_MAX_EPS};
+use super::kquant::{fit_q6k_subblocks, make_qx_quants_weighted, nearest_int, GROUP_MAX_EPS};
 use super::{BlockFormat, Isa};
 use crate::gguf::GgmlType;
 
@@ -60,8 +60,24 @@ impl BlockQ6K {
     fn quantize_with(isa: Isa, x: &[f32]) -> Self {
         let mut l = [0i8; 256];
         let scales = fit_q6k_subblocks(isa, x, &mut l);
+        Self::from_fits(x, &scales, l)
+    }
+
+    /// ggml's `quantize_row_q6_K_impl` with importance weights `qw` (256 values): each
+    /// sub-block's fit weighs value i by `qw[i]` itself.
+    pub(crate) fn quantize_weighted(x: &[f32], qw: &[f32]) -> Self {
+        let mut l = [0i8; 256];
+        let scales: [f32; 16] = std::array::from_fn(|ib| {
+            let r = 16 * ib..16 * ib + 16;
+            make_qx_quants_weighted(32, &x[r.clone()], &mut l[r.clone()], Some(&qw[r]))
+        });
+        Self::from_fits(x, &scales, l)
+    }
+
+    /// The block from the sixteen sub-block fits (signed scales and codes).
+    fn from_fits(x: &[f32], scales: &[f32; 16], mut l: [i8; 256]) -> Self {
         let (mut max_scale, mut max_abs_scale) = (0f32, 0f32);
-        for &s in &scales {
+        for &s in scales {
             if s.abs() > max_abs_scale {
                 max_abs_scale = s.abs();
                 max_scale = s;
