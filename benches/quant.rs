@@ -21,10 +21,13 @@ fn types() -> Vec<GgmlType> {
         GgmlType::Q4_1,
         GgmlType::Q5_0,
         GgmlType::Q5_1,
+        GgmlType::Q2K,
+        GgmlType::Q3K,
         GgmlType::Q4K,
         GgmlType::Q5K,
         GgmlType::Q6K,
         GgmlType::Iq4Nl,
+        GgmlType::Iq4Xs,
         GgmlType::Nf4 { block: 64 },
     ]
 }

@@ -15,6 +15,9 @@ export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON 
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 python3 -m pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
 
+echo "== llama.cpp's llama-imatrix and llama-quantize (built once from the same llama.cpp)"
+bash scripts/build_llama_tools.sh
+
 echo "== interop with llama.cpp"
 cargo build --release --quiet
-python3 tests/interop/run.py --qforge target/release/qforge
+python3 tests/interop/run.py --qforge target/release/qforge --llama-tools target/llama-tools

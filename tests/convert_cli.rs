@@ -738,7 +738,7 @@ fn tensor_type_patterns_first_match_wins_and_bad_specs_are_usage_errors() {
     assert_eq!(ty("blk.1.ffn_up.weight"), GgmlType::Q8_0);
     assert_eq!(ty("blk.0.ffn_up.weight"), GgmlType::F16);
     assert_eq!(ty("blk.0.ffn_gate.weight"), GgmlType::Q4_0);
-    for bad in ["ffn_up", "ffn_up=q3_k", "(=q8_0"] {
+    for bad in ["ffn_up", "ffn_up=q7_k", "(=q8_0"] {
         let out = out_path(&tmp, "bad.gguf");
         let o = convert(m.path(), "q4_0", &out, &["--tensor-type", bad]);
         assert!(!o.status.success(), "{bad} accepted");

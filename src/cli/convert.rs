@@ -45,6 +45,16 @@ pub struct ConvertArgs {
     /// instead of recognising it from tokenizer.json (e.g. llama-bpe, qwen2, smollm, gpt-4o).
     #[arg(long = "pre", value_name = "NAME")]
     pub pre_tokenizer: Option<String>,
+    /// Importance matrix from llama-imatrix (GGUF or legacy .dat): tensors with an entry are
+    /// quantized with ggml's weighted quantizers, as llama-quantize --imatrix does.
+    #[arg(long, value_name = "FILE")]
+    pub imatrix: Option<PathBuf>,
+    /// Use only imatrix entries whose name contains NAME (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub include_weights: Vec<String>,
+    /// Drop imatrix entries whose name contains NAME (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub exclude_weights: Vec<String>,
 }
 
 /// A path that exists is used as it is; `owner/name` otherwise names a model in the local
@@ -95,10 +105,27 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<i32> {
             bail!("--tensor-type {e}");
         }
     }
+    if !args.include_weights.is_empty() && !args.exclude_weights.is_empty() {
+        bail!("--include-weights and --exclude-weights cannot be used together");
+    }
+    let imatrix = match &args.imatrix {
+        None => None,
+        Some(path) => {
+            let mut m = crate::source::imatrix::Imatrix::load(path)?;
+            m.filter(&args.include_weights, &args.exclude_weights);
+            Some(std::sync::Arc::new(m))
+        }
+    };
     let opts = convert::PlanOptions {
         pre_tokenizer: args.pre_tokenizer.clone(),
+        imatrix,
     };
     let plan = convert::plan_with_options(&input, &args.input, args.recipe, &overrides, &opts)?;
+    if !args.quiet {
+        for note in &plan.notes {
+            eprintln!("note: {note}");
+        }
+    }
     if args.dry_run {
         println!(
             "{:<40} {:<22} {:>6} -> {:<9} {:>12}",

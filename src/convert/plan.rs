@@ -58,6 +58,8 @@ pub struct PlannedTensor {
     /// Round values through f16 before quantizing, so the bytes equal llama-quantize's output
     /// when it quantizes our own f16 file.
     pub f16_intermediate: bool,
+    /// Importance weights (imatrix entry): `ne0` values per expert (one set for 2-D tensors).
+    pub importance: Option<Arc<Vec<f32>>>,
 }
 
 impl PlannedTensor {
@@ -99,6 +101,8 @@ pub struct Plan {
     pub metadata: Metadata,
     pub tensors: Vec<PlannedTensor>,
     pub alignment: u64,
+    /// Things the user should know about the plan (e.g. tensors an imatrix has no entry for).
+    pub notes: Vec<String>,
 }
 
 impl Plan {
@@ -182,6 +186,8 @@ pub struct PlanOptions {
     /// `tokenizer.ggml.pre` for a byte-level BPE tokenizer, instead of recognising it from
     /// tokenizer.json (one of llama.cpp's names).
     pub pre_tokenizer: Option<String>,
+    /// An importance matrix (already filtered), used as llama-quantize uses it.
+    pub imatrix: Option<Arc<crate::source::imatrix::Imatrix>>,
 }
 
 /// [`plan_with`] with [`PlanOptions`].
@@ -200,7 +206,7 @@ pub fn plan_with_options(
             }
             _ => plan_plain(ck, recipe, ov),
         },
-        Input::Gguf(g) => plan_gguf(g, path, recipe, ov),
+        Input::Gguf(g) => plan_gguf(g, path, recipe, ov, opts),
     }
 }
 
@@ -265,6 +271,7 @@ fn plan_arch(
             transform: mapped.transform,
             values: mapped.values,
             f16_intermediate: false,
+            importance: None,
         });
     }
     let n_expert = arch.quant_hints().n_expert;
@@ -300,6 +307,7 @@ fn plan_arch(
             transform: Transform::None,
             values: ValueOp::None,
             f16_intermediate: false,
+            importance: None,
         });
     }
     // llama-quantize's tensor order, so the file is laid out as llama.cpp lays out its own.
@@ -315,6 +323,7 @@ fn plan_arch(
         n_expert: hints.n_expert,
         is_70b: hints.is_70b,
         tied: !has_output,
+        has_imatrix: has_imatrix(opts),
     };
     let spec = name_dims(&tensors);
     let types = choose_types_with(recipe, shape, &spec, ov);
@@ -327,6 +336,7 @@ fn plan_arch(
     if recipe.is_quantized() {
         collapse_trailing_ones(&mut tensors);
     }
+    let notes = attach_importance(&mut tensors, opts)?;
     let tensors = add_nf4_state_tensors(tensors);
     check_names(&tensors)?;
     let mut vocab = load_vocab_with(
@@ -356,12 +366,14 @@ fn plan_arch(
     }
     put_vocab(&mut m, &vocab)?;
     finish_metadata(&mut m, &tensors, recipe)?;
+    put_imatrix_metadata(&mut m, opts)?;
     Ok(Plan {
         input: ck.path.clone(),
         recipe: Some(recipe),
         metadata: m,
         tensors,
         alignment: 32,
+        notes,
     })
 }
 
@@ -469,6 +481,7 @@ fn stack_experts(
         transform: Transform::None,
         values: ValueOp::None,
         f16_intermediate: false,
+        importance: None,
     })
 }
 
@@ -570,6 +583,7 @@ fn plan_plain(
             transform: Transform::None,
             values: ValueOp::None,
             f16_intermediate: false,
+            importance: None,
         })
         .collect();
     let spec = name_dims(&tensors);
@@ -591,6 +605,7 @@ fn plan_plain(
         metadata: m,
         tensors,
         alignment: 32,
+        notes: Vec::new(),
     })
 }
 
@@ -613,6 +628,7 @@ fn plan_gguf(
     path: &Path,
     recipe: Option<Recipe>,
     ov: &TypeOverrides,
+    opts: &PlanOptions,
 ) -> Result<Plan, ConvertError> {
     let recipe = recipe.ok_or_else(|| {
         ConvertError::Plan(format!(
@@ -643,6 +659,7 @@ fn plan_gguf(
             transform: Transform::None,
             values: ValueOp::None,
             f16_intermediate: false,
+            importance: None,
         });
     }
     let spec = name_dims(&tensors);
@@ -673,6 +690,7 @@ fn plan_gguf(
             is_70b: n_layer == 80
                 && ((a == "llama" && n_head != n_head_kv) || matches!(a, "qwen2" | "olmo")),
             tied: !tensors.iter().any(|t| t.name == "output.weight"),
+            has_imatrix: has_imatrix(opts),
         };
         choose_types_with(recipe, shape, &spec, ov)
     } else {
@@ -687,6 +705,7 @@ fn plan_gguf(
     if recipe.is_quantized() {
         collapse_trailing_ones(&mut tensors);
     }
+    let notes = attach_importance(&mut tensors, opts)?;
     let tensors = add_nf4_state_tensors(tensors);
     check_names(&tensors)?;
     let mut m = Metadata::new();
@@ -697,6 +716,7 @@ fn plan_gguf(
             || k == "general.quantization_version"
             || k.starts_with("qforge.nf4.")
             || k == "general.alignment"
+            || (opts.imatrix.is_some() && k.starts_with("quantize.imatrix."))
         {
             continue;
         }
@@ -704,13 +724,92 @@ fn plan_gguf(
     }
     put(&mut m, "general.file_type", Value::U32(recipe.file_type()))?;
     finish_metadata(&mut m, &tensors, recipe)?;
+    put_imatrix_metadata(&mut m, opts)?;
     Ok(Plan {
         input: path.to_path_buf(),
         recipe: Some(recipe),
         metadata: m,
         tensors,
         alignment: 32,
+        notes,
     })
+}
+
+/// Whether an importance matrix with entries is in use (llama-quantize's `has_imatrix`).
+fn has_imatrix(opts: &PlanOptions) -> bool {
+    opts.imatrix.as_ref().is_some_and(|m| !m.entries.is_empty())
+}
+
+/// The keys llama-quantize writes when it uses an imatrix.
+fn put_imatrix_metadata(m: &mut Metadata, opts: &PlanOptions) -> Result<(), ConvertError> {
+    if let (true, Some(im)) = (has_imatrix(opts), &opts.imatrix) {
+        for (k, v) in im.metadata() {
+            put(m, &k, v)?;
+        }
+    }
+    Ok(())
+}
+
+/// Give every quantized tensor whose type takes importance weights its imatrix entry, as
+/// llama-quantize matches them: by exact name, `ne0 · n_expert` values (a token embedding of
+/// another size goes without; any other size is an error). Returns notes for the user.
+fn attach_importance(
+    tensors: &mut [PlannedTensor],
+    opts: &PlanOptions,
+) -> Result<Vec<String>, ConvertError> {
+    let Some(im) = opts.imatrix.as_ref().filter(|m| !m.entries.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let mut missing = Vec::new();
+    let mut matched = 0usize;
+    for t in tensors.iter_mut() {
+        if !t.ty.is_quantized() || t.ty.is_extension() {
+            continue;
+        }
+        let Some(entry) = im.entries.get(&t.name) else {
+            if crate::quant::weighted::takes_importance(t.ty) {
+                missing.push(t.name.clone());
+            }
+            continue;
+        };
+        matched += 1;
+        let ne0 = t.dims[0] as usize;
+        let experts = t.dims.get(2).copied().unwrap_or(1) as usize;
+        if entry.len() != ne0 * experts {
+            if t.name == "token_embd.weight" || t.name == "per_layer_token_embd.weight" {
+                continue;
+            }
+            return Err(ConvertError::Plan(format!(
+                "{}: imatrix entry '{}' has {} values, but the tensor needs {} ({} per row x {} expert(s))",
+                im.file,
+                t.name,
+                entry.len(),
+                ne0 * experts,
+                ne0,
+                experts
+            )));
+        }
+        if crate::quant::weighted::takes_importance(t.ty) {
+            t.importance = Some(Arc::new(entry.clone()));
+        }
+    }
+    if matched == 0 {
+        return Err(ConvertError::Plan(format!(
+            "{}: none of its {} entries names a tensor of this model (an imatrix for another model?)",
+            im.file,
+            im.entries.len()
+        )));
+    }
+    let mut notes = Vec::new();
+    if !missing.is_empty() {
+        notes.push(format!(
+            "the imatrix has no entry for {} quantized tensor(s), quantized without importance weights as llama-quantize does: {}{}",
+            missing.len(),
+            missing.iter().take(4).cloned().collect::<Vec<_>>().join(", "),
+            if missing.len() > 4 { ", ..." } else { "" }
+        ));
+    }
+    Ok(notes)
 }
 
 /// After every NF4_DQ tensor, the F32 tensor that carries its double-quantization state.
@@ -728,6 +827,7 @@ fn add_nf4_state_tensors(tensors: Vec<PlannedTensor>) -> Vec<PlannedTensor> {
                 transform: Transform::None,
                 values: ValueOp::None,
                 f16_intermediate: false,
+                importance: None,
             };
             out.push(t);
             out.push(state);

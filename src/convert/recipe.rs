@@ -23,6 +23,10 @@ pub enum Recipe {
     Q4_1,
     Q5_0,
     Q5_1,
+    Q2K,
+    Q3KS,
+    Q3KM,
+    Q3KL,
     /// Every quantizable tensor Q4_K (pure; only without an architecture).
     Q4K,
     Q4KS,
@@ -31,14 +35,15 @@ pub enum Recipe {
     Q5KM,
     Q6K,
     Iq4Nl,
+    Iq4Xs,
     /// NF4 with double quantization for linear weights; embeddings and output kept F16.
     Nf4,
 }
 
 /// Names accepted by `-t`, in help order.
 pub const RECIPE_NAMES: &[&str] = &[
-    "f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q4_k_s", "q4_k_m",
-    "q5_k_s", "q5_k_m", "q6_k", "iq4_nl", "nf4",
+    "f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k_s", "q3_k_m",
+    "q3_k_l", "q4_k", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k", "iq4_nl", "iq4_xs", "nf4",
 ];
 
 impl FromStr for Recipe {
@@ -53,6 +58,10 @@ impl FromStr for Recipe {
             "q4_1" => Recipe::Q4_1,
             "q5_0" => Recipe::Q5_0,
             "q5_1" => Recipe::Q5_1,
+            "q2_k" => Recipe::Q2K,
+            "q3_k_s" => Recipe::Q3KS,
+            "q3_k_m" => Recipe::Q3KM,
+            "q3_k_l" => Recipe::Q3KL,
             "q4_k" => Recipe::Q4K,
             "q4_k_s" => Recipe::Q4KS,
             "q4_k_m" => Recipe::Q4KM,
@@ -60,6 +69,7 @@ impl FromStr for Recipe {
             "q5_k_m" => Recipe::Q5KM,
             "q6_k" => Recipe::Q6K,
             "iq4_nl" => Recipe::Iq4Nl,
+            "iq4_xs" => Recipe::Iq4Xs,
             "nf4" => Recipe::Nf4,
             _ => {
                 return Err(format!(
@@ -82,6 +92,10 @@ impl fmt::Display for Recipe {
             Recipe::Q4_1 => "q4_1",
             Recipe::Q5_0 => "q5_0",
             Recipe::Q5_1 => "q5_1",
+            Recipe::Q2K => "q2_k",
+            Recipe::Q3KS => "q3_k_s",
+            Recipe::Q3KM => "q3_k_m",
+            Recipe::Q3KL => "q3_k_l",
             Recipe::Q4K => "q4_k",
             Recipe::Q4KS => "q4_k_s",
             Recipe::Q4KM => "q4_k_m",
@@ -89,6 +103,7 @@ impl fmt::Display for Recipe {
             Recipe::Q5KM => "q5_k_m",
             Recipe::Q6K => "q6_k",
             Recipe::Iq4Nl => "iq4_nl",
+            Recipe::Iq4Xs => "iq4_xs",
             Recipe::Nf4 => "nf4",
         };
         f.write_str(s)
@@ -107,10 +122,13 @@ impl Recipe {
             Recipe::Q4_1 => GgmlType::Q4_1,
             Recipe::Q5_0 => GgmlType::Q5_0,
             Recipe::Q5_1 => GgmlType::Q5_1,
+            Recipe::Q2K => GgmlType::Q2K,
+            Recipe::Q3KS | Recipe::Q3KM | Recipe::Q3KL => GgmlType::Q3K,
             Recipe::Q4K | Recipe::Q4KS | Recipe::Q4KM => GgmlType::Q4K,
             Recipe::Q5KS | Recipe::Q5KM => GgmlType::Q5K,
             Recipe::Q6K => GgmlType::Q6K,
             Recipe::Iq4Nl => GgmlType::Iq4Nl,
+            Recipe::Iq4Xs => GgmlType::Iq4Xs,
             Recipe::Nf4 => GgmlType::Nf4Dq { block: 64 },
         }
     }
@@ -125,6 +143,10 @@ impl Recipe {
             Recipe::Q8_0 => 7,
             Recipe::Q5_0 => 8,
             Recipe::Q5_1 => 9,
+            Recipe::Q2K => 10,
+            Recipe::Q3KS => 11,
+            Recipe::Q3KM => 12,
+            Recipe::Q3KL => 13,
             // No llama_ftype is "all Q4_K"; MOSTLY_Q4_K_S is the nearest.
             Recipe::Q4K | Recipe::Q4KS => 14,
             Recipe::Q4KM => 15,
@@ -132,6 +154,7 @@ impl Recipe {
             Recipe::Q5KM => 17,
             Recipe::Q6K => 18,
             Recipe::Iq4Nl => 25,
+            Recipe::Iq4Xs => 30,
             Recipe::Bf16 => 32,
             // Extension: mostly F16 by llama.cpp's reckoning of the tensors it knows.
             Recipe::Nf4 => 1,
@@ -156,6 +179,9 @@ pub struct ModelShape {
     pub is_70b: bool,
     /// True when the file has no `output.weight` (token_embd doubles as output).
     pub tied: bool,
+    /// An importance matrix is used (llama-quantize's `has_imatrix`: some of its rules depend
+    /// on it).
+    pub has_imatrix: bool,
 }
 
 impl ModelShape {
@@ -252,6 +278,8 @@ pub fn fallback(ty: GgmlType, ne0: u64) -> (GgmlType, bool) {
         GgmlType::Q4K => GgmlType::Q5_0,
         GgmlType::Q5K => GgmlType::Q5_1,
         GgmlType::Q6K => GgmlType::Q8_0,
+        GgmlType::Iq4Xs => GgmlType::Iq4Nl,
+        GgmlType::Q2K | GgmlType::Q3K => GgmlType::Q4_0,
         GgmlType::Nf4 { .. } | GgmlType::Nf4Dq { .. } => GgmlType::F16,
         // Q4_0/Q4_1/Q5_x/Q8_0/IQ4_NL have no fallback in llama-quantize except F16.
         _ => GgmlType::F16,
@@ -274,13 +302,16 @@ pub fn parse_ggml_type(s: &str) -> Result<GgmlType, String> {
         "q4_1" => GgmlType::Q4_1,
         "q5_0" => GgmlType::Q5_0,
         "q5_1" => GgmlType::Q5_1,
+        "q2_k" => GgmlType::Q2K,
+        "q3_k" => GgmlType::Q3K,
         "q4_k" => GgmlType::Q4K,
         "q5_k" => GgmlType::Q5K,
         "q6_k" => GgmlType::Q6K,
         "iq4_nl" => GgmlType::Iq4Nl,
+        "iq4_xs" => GgmlType::Iq4Xs,
         _ => {
             return Err(format!(
-                "unknown tensor type '{s}' (expected one of: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, iq4_nl)"
+                "unknown tensor type '{s}' (expected one of: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs)"
             ))
         }
     };
@@ -398,7 +429,12 @@ pub fn choose_types_with(
             match category(name) {
                 Category::AttnV => {
                     match recipe {
-                        Recipe::Iq4Nl if shape.n_gqa() >= 4 => ty = GgmlType::Q5K,
+                        Recipe::Q2K if shape.n_gqa() >= 4 => ty = GgmlType::Q4K,
+                        Recipe::Q2K => ty = GgmlType::Q3K,
+                        Recipe::Q3KM if i_attention_wv < 2 => ty = GgmlType::Q5K,
+                        Recipe::Q3KM => ty = GgmlType::Q4K,
+                        Recipe::Q3KL => ty = GgmlType::Q5K,
+                        Recipe::Iq4Nl | Recipe::Iq4Xs if shape.n_gqa() >= 4 => ty = GgmlType::Q5K,
                         Recipe::Q4KM | Recipe::Q5KM
                             if use_more_bits(i_attention_wv, n_attention_wv) =>
                         {
@@ -407,7 +443,7 @@ pub fn choose_types_with(
                         Recipe::Q4KS if i_attention_wv < 4 => ty = GgmlType::Q5K,
                         _ => {}
                     }
-                    if shape.is_70b && ty == GgmlType::Q4K {
+                    if shape.is_70b && matches!(ty, GgmlType::Q3K | GgmlType::Q4K) {
                         ty = GgmlType::Q5K;
                     }
                     if shape.n_expert == 8 {
@@ -416,12 +452,26 @@ pub fn choose_types_with(
                     i_attention_wv += 1;
                 }
                 Category::AttnK if shape.n_expert == 8 => ty = GgmlType::Q8_0,
-                Category::AttnOutput
-                    if shape.n_expert == 8
-                        && matches!(recipe, Recipe::Iq4Nl | Recipe::Q4KS | Recipe::Q4KM) =>
-                {
-                    ty = GgmlType::Q5K
+                Category::AttnOutput if shape.n_expert == 8 => {
+                    if matches!(
+                        recipe,
+                        Recipe::Q2K
+                            | Recipe::Q3KS
+                            | Recipe::Q3KM
+                            | Recipe::Iq4Nl
+                            | Recipe::Iq4Xs
+                            | Recipe::Q4KS
+                            | Recipe::Q4KM
+                    ) {
+                        ty = GgmlType::Q5K
+                    }
                 }
+                Category::AttnOutput => match recipe {
+                    Recipe::Q2K => ty = GgmlType::Q3K,
+                    Recipe::Q3KM => ty = GgmlType::Q4K,
+                    Recipe::Q3KL => ty = GgmlType::Q5K,
+                    _ => {}
+                },
                 Category::FfnDown => {
                     // With experts llama-quantize reads the layer from the name (expert and
                     // shared-expert tensors of one layer are both ffn_down).
@@ -431,11 +481,26 @@ pub fn choose_types_with(
                         i_ffn_down
                     };
                     match recipe {
+                        Recipe::Q2K => ty = GgmlType::Q3K,
+                        Recipe::Q3KM if i_layer < n_layer / 16 => ty = GgmlType::Q5K,
+                        Recipe::Q3KM => ty = GgmlType::Q4K,
+                        Recipe::Q3KL => ty = GgmlType::Q5K,
                         Recipe::Q4KM | Recipe::Q5KM if use_more_bits(i_layer, n_layer) => {
                             ty = GgmlType::Q6K
                         }
-                        Recipe::Iq4Nl if i_layer < n_layer / 8 => ty = GgmlType::Q5K,
+                        Recipe::Iq4Nl | Recipe::Iq4Xs
+                            if i_layer < n_layer / 8 && !shape.has_imatrix =>
+                        {
+                            ty = GgmlType::Q5K
+                        }
                         Recipe::Q4KS if i_layer < n_layer / 8 => ty = GgmlType::Q5K,
+                        // with an imatrix, the first eighth of ffn_down goes to the _1 types
+                        Recipe::Q4_0 if shape.has_imatrix && i_layer < n_layer / 8 => {
+                            ty = GgmlType::Q4_1
+                        }
+                        Recipe::Q5_0 if shape.has_imatrix && i_layer < n_layer / 8 => {
+                            ty = GgmlType::Q5_1
+                        }
                         _ => {}
                     }
                     i_ffn_down += 1;
@@ -509,6 +574,7 @@ mod tests {
             n_expert: 0,
             is_70b: false,
             tied,
+            has_imatrix: false,
         }
     }
 
@@ -592,6 +658,8 @@ mod tests {
         assert_eq!(fallback(GgmlType::Q6K, 4128), (GgmlType::Q8_0, true));
         assert_eq!(fallback(GgmlType::Q4K, 100), (GgmlType::F16, true));
         assert_eq!(fallback(GgmlType::Q8_0, 100), (GgmlType::F16, true));
+        assert_eq!(fallback(GgmlType::Iq4Xs, 4128), (GgmlType::Iq4Nl, true));
+        assert_eq!(fallback(GgmlType::Q3K, 4128), (GgmlType::Q4_0, true));
     }
 
     #[test]
@@ -628,7 +696,7 @@ mod tests {
         assert_eq!(type_of(&t, &types, "blk.0.attn_v.weight"), GgmlType::Q4K);
         assert_eq!(type_of(&t, &types, "blk.0.attn_norm.weight"), GgmlType::F32);
         assert!(ov.clone().add_pattern("nope").is_err());
-        assert!(ov.clone().add_pattern("x=q3_k").is_err());
+        assert!(ov.clone().add_pattern("x=q7_k").is_err());
     }
 
     #[test]

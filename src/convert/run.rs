@@ -372,12 +372,34 @@ fn produce_rows(
                 &mut out,
             );
         }
-        _ => quant::quantize_prechecked(t.ty, &values, &mut out).map_err(|e| {
-            ConvertError::Quant {
-                tensor: t.name.clone(),
-                source: e,
+        _ => match &t.importance {
+            // ggml's weighted quantizers, row by row with the row's (expert's) weights
+            Some(imp) => {
+                let row_len = t.row_len();
+                let rows_per_expert = t.dims.get(1).copied().unwrap_or(1).max(1) as usize;
+                let row_bytes = n_bytes / (r1 - r0);
+                for (k, (x, o)) in values
+                    .chunks_exact(row_len)
+                    .zip(out.chunks_exact_mut(row_bytes))
+                    .enumerate()
+                {
+                    let e = (r0 + k) / rows_per_expert;
+                    let qw = &imp[e * row_len..(e + 1) * row_len];
+                    quant::weighted::quantize_weighted(t.ty, x, qw, o).map_err(|e| {
+                        ConvertError::Quant {
+                            tensor: t.name.clone(),
+                            source: e,
+                        }
+                    })?;
+                }
             }
-        })?,
+            None => quant::quantize_prechecked(t.ty, &values, &mut out).map_err(|e| {
+                ConvertError::Quant {
+                    tensor: t.name.clone(),
+                    source: e,
+                }
+            })?,
+        },
     }
     Ok(out)
 }

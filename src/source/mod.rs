@@ -4,6 +4,7 @@
 mod checkpoint;
 pub mod config;
 pub mod hf_cache;
+pub mod imatrix;
 pub mod safetensors;
 pub mod tokenizer;
 

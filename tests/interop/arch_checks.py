@@ -23,17 +23,20 @@ import unicodedata
 
 import numpy as np
 
-ARCH_TYPES = ["f16", "q8_0", "q4_0", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k"]
+ARCH_TYPES = ["f16", "q8_0", "q4_0", "q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m",
+              "q6_k", "iq4_xs"]
 # Sanity bounds only (byte identity with llama-quantize is the exactness check): the tiny random
 # models are sensitive (logit scales 12-24, rows of 192-256 so K-quants often fall back to q5_0).
 # Measured minima over the fixtures: q8_0 0.9979, q4_0 0.748, q4_k_s 0.936, q4_k_m 0.869 (phi3).
-MIN_COSINE = {"q8_0": 0.995, "q4_0": 0.70, "q4_k_s": 0.85, "q4_k_m": 0.85, "q5_k_s": 0.90, "q5_k_m": 0.90,
-              "q6_k": 0.97}
+MIN_COSINE = {"q8_0": 0.995, "q4_0": 0.70, "q2_k": 0.30, "q3_k_s": 0.50, "q3_k_m": 0.50, "q3_k_l": 0.50,
+              "q4_k_s": 0.85, "q4_k_m": 0.85, "q5_k_s": 0.90, "q5_k_m": 0.90,
+              "q6_k": 0.97, "iq4_xs": 0.70}
 # Mixture-of-experts fixtures route each token to 2 of 4-8 experts: quantization noise flips
 # routing decisions, which moves whole positions (measured minima: q8_0 0.9148, q4_0 0.5126,
 # q4_k_s 0.7741, q4_k_m 0.7776 for Mixtral).
-MIN_COSINE_MOE = {"q8_0": 0.90, "q4_0": 0.40, "q4_k_s": 0.60, "q4_k_m": 0.60, "q5_k_s": 0.70, "q5_k_m": 0.70,
-                  "q6_k": 0.85}
+MIN_COSINE_MOE = {"q8_0": 0.90, "q4_0": 0.40, "q2_k": 0.10, "q3_k_s": 0.20, "q3_k_m": 0.20, "q3_k_l": 0.20,
+                  "q4_k_s": 0.60, "q4_k_m": 0.60, "q5_k_s": 0.70, "q5_k_m": 0.70,
+                  "q6_k": 0.85, "iq4_xs": 0.40}
 
 
 def special_texts(tok, byte_level):

@@ -91,14 +91,17 @@ SPECIAL_TEXTS = {
 }
 PROMPT = ("The quick brown fox jumps over the lazy dog. It's 2026! def f(x): return x * 2 "
           "café 🙂 Numbers 12345 and 3.14159.")
-FILE_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q4_k_s": 14, "q4_k_m": 15, "q5_k_s": 16,
-             "q5_k_m": 17, "q6_k": 18, "iq4_nl": 25,
+FILE_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q2_k": 10, "q3_k_s": 11, "q3_k_m": 12,
+             "q3_k_l": 13, "q4_k_s": 14, "q4_k_m": 15, "q5_k_s": 16,
+             "q5_k_m": 17, "q6_k": 18, "iq4_nl": 25, "iq4_xs": 30,
              "bf16": 32}
-QUANT_TYPES = ["q8_0", "q4_0", "q4_1", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k", "iq4_nl"]
+QUANT_TYPES = ["q8_0", "q4_0", "q4_1", "q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m",
+               "q6_k", "iq4_nl", "iq4_xs"]
 # Minimum per-position cosine similarity of quantized vs F16 logits. The fixtures' weights are
 # random Gaussians (no redundancy to absorb rounding), so 4-bit codes keep ~0.93-0.98 here.
-MIN_COSINE = {"q8_0": 0.999, "q4_0": 0.90, "q4_1": 0.90, "q4_k_s": 0.93, "q4_k_m": 0.93, "q5_k_s": 0.95,
-              "q5_k_m": 0.95, "q6_k": 0.99, "iq4_nl": 0.90}
+MIN_COSINE = {"q8_0": 0.999, "q4_0": 0.90, "q4_1": 0.90, "q2_k": 0.60, "q3_k_s": 0.75, "q3_k_m": 0.80,
+              "q3_k_l": 0.80, "q4_k_s": 0.93, "q4_k_m": 0.93, "q5_k_s": 0.95,
+              "q5_k_m": 0.95, "q6_k": 0.99, "iq4_nl": 0.90, "iq4_xs": 0.90}
 F16_TOL = 5e-3
 QUANT_SELF_TOL = 5e-2
 
@@ -1028,6 +1031,8 @@ def main():
                     help="path of the qforge binary under test")
     ap.add_argument("--only", action="append", help="run only checks whose name contains this (repeatable)")
     ap.add_argument("--keep", help="write outputs to this directory and keep them")
+    ap.add_argument("--llama-tools", help="folder with llama.cpp's llama-imatrix and llama-quantize "
+                                          "(the importance-matrix checks run only with it)")
     args = ap.parse_args()
     args.qforge = os.path.abspath(args.qforge)
     try:
@@ -1089,6 +1094,10 @@ def main():
 
         for name in arch_checks.golden_fixtures(FIX):
             arch_checks.arch_checks(sys.modules[__name__], args, name, FIX, tmp)
+
+        import imatrix_checks
+
+        imatrix_checks.imatrix_checks(sys.modules[__name__], args, FIX, tmp)
 
         error_checks(args, tmp)
     finally:
