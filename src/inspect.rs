@@ -57,6 +57,12 @@ fn preview_string(s: &str, full: bool) -> String {
     }
 }
 
+/// A value as `inspect` prints it (strings escaped, long strings and arrays abbreviated unless
+/// `full`).
+pub fn value_text(v: &Value, full: bool) -> String {
+    scalar_text(v, full)
+}
+
 fn scalar_text(v: &Value, full: bool) -> String {
     match v {
         Value::String(s) => preview_string(s, full),

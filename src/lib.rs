@@ -12,6 +12,8 @@
 
 pub mod arch;
 pub mod convert;
+pub mod diff;
+pub mod edit;
 pub mod gguf;
 pub mod inspect;
 pub mod quant;

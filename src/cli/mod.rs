@@ -1,6 +1,7 @@
 //! The `qforge` command line: clap definitions and glue. Logic lives in the library.
 
 mod convert;
+mod edit;
 mod inspect;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +26,10 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Check a GGUF file's structure and tensor hashes, optionally its error against the source.
     Verify(convert::VerifyArgs),
+    /// Set or delete metadata keys of a GGUF file, writing a copy with the tensors unchanged.
+    Edit(edit::EditArgs),
+    /// What differs between two GGUF files (metadata, tensors, optionally dequantized values).
+    Diff(edit::DiffArgs),
 }
 
 /// Run the CLI with the process arguments; returns the process exit code.
@@ -41,6 +46,8 @@ pub fn main() -> i32 {
         Command::Convert(args) => convert::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Verify(args) => convert::verify(args),
+        Command::Edit(args) => edit::edit(args),
+        Command::Diff(args) => edit::diff(args),
     };
     match result {
         Ok(code) => code,

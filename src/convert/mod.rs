@@ -14,6 +14,7 @@ pub use plan::{
     KEY_TENSOR_SHA256, KEY_VERSION,
 };
 pub use recipe::{parse_ggml_type, Recipe, TypeOverrides, RECIPE_NAMES};
+pub(crate) use run::gguf_row_f32;
 pub use run::{execute, RunOptions, RunReport};
 pub use verify::{verify_against, verify_hashes, HashCheck, TensorError, VerifyReport};
 

@@ -342,6 +342,16 @@ impl Metadata {
         self.index.get(key).map(|&i| &self.entries[i].1)
     }
 
+    /// Remove a key, keeping the order of the others; its value if it was there.
+    pub fn remove(&mut self, key: &str) -> Option<Value> {
+        let i = self.index.remove(key)?;
+        let (_, v) = self.entries.remove(i);
+        for (k, _) in &self.entries[i..] {
+            *self.index.get_mut(k).expect("indexed") -= 1;
+        }
+        Some(v)
+    }
+
     /// Typed access: the value of `key` if it has exactly type `T` (no numeric conversions).
     /// `T` is one of the scalar types, `&str`, `String`, `&Array`, or a slice `&[E]` of an
     /// array's element type. A missing key or another type is an error naming the key and both

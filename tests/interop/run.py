@@ -1095,6 +1095,10 @@ def main():
         for name in arch_checks.golden_fixtures(FIX):
             arch_checks.arch_checks(sys.modules[__name__], args, name, FIX, tmp)
 
+        import edit_checks
+
+        edit_checks.edit_checks(sys.modules[__name__], args, FIX, tmp)
+
         import imatrix_checks
 
         imatrix_checks.imatrix_checks(sys.modules[__name__], args, FIX, tmp)

@@ -1,0 +1,71 @@
+"""`qforge edit` and `qforge diff` against gguf-py and llama.cpp: gguf-py reads the edited file
+with exactly the requested changes (every other key and every tensor unchanged), llama.cpp
+loads it and gives the same logits, and `qforge diff` of a requantization lists exactly the
+retyped tensors."""
+import os
+
+import numpy as np
+
+
+def edit_checks(h, args, fix, tmp):
+    qforge, only = args.qforge, args.only
+    work = os.path.join(tmp, "edit")
+    os.makedirs(work, exist_ok=True)
+    src = os.path.join(work, "f16.gguf")
+    out = os.path.join(work, "edited.gguf")
+    tpl = os.path.join(work, "template.jinja")
+
+    def edited():
+        h.convert(qforge, os.path.join(fix, "tiny-qwen3"), "f16", src)
+        with open(tpl, "w", encoding="utf-8") as f:
+            f.write("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+        r = h.run_qforge(qforge, "edit", src, "-o", out, "--set", "general.name=str:edited",
+                         "--set", "qwen3.context_length=u32:1024", "--delete", "tokenizer.ggml.padding_token_id",
+                         "--chat-template-file", tpl)
+        if r.returncode != 0:
+            raise AssertionError(r.stderr)
+        (kva, ta), (kvb, tb) = h.read_gguf(src), h.read_gguf(out)
+        want = dict(kva)
+        want["general.name"] = (["STRING"], "edited")
+        want["qwen3.context_length"] = (["UINT32"], 1024)
+        want.pop("tokenizer.ggml.padding_token_id")
+        want["tokenizer.chat_template"] = (["STRING"], open(tpl, encoding="utf-8").read())
+        diffs = h.describe_kv_diff(kvb, want)
+        if diffs or ta != tb:
+            raise AssertionError(f"gguf-py reading differs: {diffs[:4]}; tensors equal {ta == tb}")
+        tokens = list(range(1, 40))
+        la, lb = h.llama_logits(src, tokens), h.llama_logits(out, tokens)
+        h.release(src)
+        h.release(out)
+        if not np.array_equal(la, lb):
+            raise AssertionError(f"logits differ by {np.abs(la - lb).max()}")
+        v = h.run_qforge(qforge, "verify", out)
+        if v.returncode != 0:
+            raise AssertionError(v.stdout + v.stderr)
+        return f"{len(kvb)} keys as requested, {len(tb)} tensors unchanged, hashes verify, llama.cpp logits identical"
+
+    if not h.check("edit: gguf-py reads exactly the edits, llama.cpp loads the file", edited, only,
+                   prerequisite=True):
+        return
+
+    def diffed():
+        q = os.path.join(work, "q4_k_m.gguf")
+        h.convert(qforge, src, "q4_k_m", q)
+        import json
+        r = h.run_qforge(qforge, "diff", src, q, "--json", "--values")
+        if r.returncode != 1:
+            raise AssertionError(f"exit {r.returncode}: {r.stderr}")
+        doc = json.loads(r.stdout)
+        _, ta = h.read_gguf(src)
+        _, tb = h.read_gguf(q)
+        retyped = sorted(x[0] for x, y in zip(ta, tb) if x[1] != y[1])
+        got = sorted(t["name"] for t in doc["tensors"] if t["change"] == "retyped")
+        if got != retyped or len(doc["tensors"]) != len(retyped):
+            raise AssertionError(f"diff lists {got}, the files differ in {retyped}")
+        snr = [t["snr_db"] for t in doc["tensors"]]
+        same = h.run_qforge(qforge, "diff", q, q)
+        if same.returncode != 0:
+            raise AssertionError("a file against itself differs")
+        return f"{len(got)} retyped tensors listed (SNR {min(snr):.1f}-{max(snr):.1f} dB); a file against itself: none"
+
+    h.check("diff: a requantization shows exactly its retyped tensors", diffed, only)
