@@ -101,4 +101,97 @@ impl BlockFormat for BlockIq4Xs {
             }
         }
     }
+
+    fn dequantize_blocks(isa: Isa, blocks: &[Self], out: &mut [f32]) {
+        dequantize_with_kernels!(isa, blocks, out;
+            avx512: x86::dequantize_avx512,
+            avx2: x86::dequantize,
+        )
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::super::float::f16_bits_to_f32;
+    use super::{BlockIq4Xs, IQ4NL_VALUES};
+    use std::arch::x86_64::*;
+
+    /// The eight sub-block scales `d·(ls − 32)`, each one rounded product as in the scalar
+    /// dequantizer.
+    #[inline(always)]
+    fn sub_scales(b: &BlockIq4Xs) -> [f32; 8] {
+        let d = f16_bits_to_f32(u16::from_le_bytes(b.d));
+        let scales_h = u16::from_le_bytes(b.scales_h);
+        std::array::from_fn(|ib| {
+            let ls = ((b.scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) as i32
+                | ((((scales_h >> (2 * ib)) & 3) as i32) << 4);
+            d * (ls - 32) as f32
+        })
+    }
+
+    /// The table values (i8) of sub-block `ib`'s 32 elements: `[elements 0..16, 16..32]`, from
+    /// the low and high nibbles of `qs[16ib..16ib + 16]`, looked up with a byte shuffle.
+    #[inline(always)]
+    unsafe fn values(b: &BlockIq4Xs, ib: usize, table: __m128i) -> [__m128i; 2] {
+        // SAFETY: reads qs[16ib..16ib + 16] (ib < 8, qs has 128 bytes); the rest is register
+        // work on SSSE3, which the callers' AVX2 / AVX-512 target features include.
+        unsafe {
+            let m4 = _mm_set1_epi8(0x0F);
+            let raw = _mm_loadu_si128(b.qs.as_ptr().add(16 * ib) as *const __m128i);
+            [
+                _mm_shuffle_epi8(table, _mm_and_si128(raw, m4)),
+                _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16::<4>(raw), m4)),
+            ]
+        }
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn dequantize(blocks: &[BlockIq4Xs], out: &mut [f32]) {
+        // SAFETY (whole body): the table has 16 bytes; `values` reads within qs (ib < 8);
+        // each output chunk holds 256 floats and every store writes 8 of them at
+        // 32ib + 16half + 8e + (0..8) < 256.
+        unsafe {
+            let table = _mm_loadu_si128(IQ4NL_VALUES.as_ptr() as *const __m128i);
+            for (b, o) in blocks.iter().zip(out.chunks_exact_mut(256)) {
+                let dl = sub_scales(b);
+                let p = o.as_mut_ptr();
+                for (ib, &s) in dl.iter().enumerate() {
+                    let vd = _mm256_set1_ps(s);
+                    for (half, v) in values(b, ib, table).into_iter().enumerate() {
+                        for (e, w) in [v, _mm_srli_si128::<8>(v)].into_iter().enumerate() {
+                            let f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(w));
+                            // dl · kv[idx], one rounded product as in the scalar code
+                            _mm256_storeu_ps(
+                                p.add(32 * ib + 16 * half + 8 * e),
+                                _mm256_mul_ps(vd, f),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`dequantize`] with 16-lane vectors: one store per half sub-block.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub unsafe fn dequantize_avx512(blocks: &[BlockIq4Xs], out: &mut [f32]) {
+        // SAFETY (whole body): the table has 16 bytes; `values` reads within qs (ib < 8);
+        // each output chunk holds 256 floats and every store writes 16 of them at
+        // 32ib + 16half + (0..16) < 256.
+        unsafe {
+            let table = _mm_loadu_si128(IQ4NL_VALUES.as_ptr() as *const __m128i);
+            for (b, o) in blocks.iter().zip(out.chunks_exact_mut(256)) {
+                let dl = sub_scales(b);
+                let p = o.as_mut_ptr();
+                for (ib, &s) in dl.iter().enumerate() {
+                    let vd = _mm512_set1_ps(s);
+                    for (half, v) in values(b, ib, table).into_iter().enumerate() {
+                        let f = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v));
+                        // dl · kv[idx], one rounded product as in the scalar code
+                        _mm512_storeu_ps(p.add(32 * ib + 16 * half), _mm512_mul_ps(vd, f));
+                    }
+                }
+            }
+        }
+    }
 }

@@ -19,7 +19,7 @@
 
 use super::float::{f16_bits_to_f32, f32_to_f16_bits};
 use super::kquant::{make_qkx2_quants, make_qp_quants, nearest_int};
-use super::BlockFormat;
+use super::{BlockFormat, Isa};
 use crate::gguf::GgmlType;
 
 #[repr(C)]
@@ -262,5 +262,108 @@ impl BlockFormat for BlockQ2K {
 
     fn dequantize_block(&self, out: &mut [f32]) {
         self.dequantize_scalar(out)
+    }
+
+    fn dequantize_blocks(isa: Isa, blocks: &[Self], out: &mut [f32]) {
+        dequantize_with_kernels!(isa, blocks, out;
+            avx512: x86::dequantize_avx512,
+            avx2: x86::dequantize,
+        )
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::super::float::f16_bits_to_f32;
+    use super::BlockQ2K;
+    use std::arch::x86_64::*;
+
+    /// The sixteen sub-block scales `d·(sc & 15)` and mins `dmin·(sc >> 4)`, each one rounded
+    /// product exactly as the scalar dequantizer forms it.
+    #[inline(always)]
+    fn sub_scales(b: &BlockQ2K) -> ([f32; 16], [f32; 16]) {
+        let d = f16_bits_to_f32(u16::from_le_bytes(b.d));
+        let dmin = f16_bits_to_f32(u16::from_le_bytes(b.dmin));
+        (
+            std::array::from_fn(|j| d * (b.scales[j] & 0xF) as f32),
+            std::array::from_fn(|j| dmin * (b.scales[j] >> 4) as f32),
+        )
+    }
+
+    /// The 2-bit codes of 16 `qs` bytes at the four shifts 0, 2, 4, 6 (byte i of result k is
+    /// `(qs[i] >> 2k) & 3`).
+    #[inline(always)]
+    fn codes(raw: __m128i) -> [__m128i; 4] {
+        // SAFETY: register-only SSE2 operations, available on every x86-64 CPU.
+        unsafe {
+            let m3 = _mm_set1_epi8(3);
+            [
+                _mm_and_si128(raw, m3),
+                _mm_and_si128(_mm_srli_epi16::<2>(raw), m3),
+                _mm_and_si128(_mm_srli_epi16::<4>(raw), m3),
+                _mm_and_si128(_mm_srli_epi16::<6>(raw), m3),
+            ]
+        }
+    }
+
+    /// Element `e = 128c + 32k + 16h + j` (j < 16) is code `(qs[32c + 16h + j] >> 2k) & 3` of
+    /// sub-block `8c + 2k + h`; each 16-byte load of `qs` feeds four such runs of 16.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn dequantize(blocks: &[BlockQ2K], out: &mut [f32]) {
+        // SAFETY (whole body): qs has 64 bytes (16-byte loads at 32c + 16h < 64); each output
+        // chunk holds 256 floats and every store writes 8 of them at 128c + 32k + 16h + 8e
+        // + (0..8) < 256.
+        unsafe {
+            for (b, o) in blocks.iter().zip(out.chunks_exact_mut(256)) {
+                let (dl, ml) = sub_scales(b);
+                let p = o.as_mut_ptr();
+                for c in 0..2 {
+                    for h in 0..2 {
+                        let raw =
+                            _mm_loadu_si128(b.qs.as_ptr().add(32 * c + 16 * h) as *const __m128i);
+                        for (k, q) in codes(raw).into_iter().enumerate() {
+                            let j = 8 * c + 2 * k + h;
+                            let (vd, vm) = (_mm256_set1_ps(dl[j]), _mm256_set1_ps(ml[j]));
+                            for (e, v) in [q, _mm_srli_si128::<8>(q)].into_iter().enumerate() {
+                                let f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
+                                // dl·q − ml as two rounded operations, like ggml (no FMA).
+                                let y = _mm256_sub_ps(_mm256_mul_ps(vd, f), vm);
+                                _mm256_storeu_ps(p.add(128 * c + 32 * k + 16 * h + 8 * e), y);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`dequantize`] with 16-lane vectors: one store per run of 16.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub unsafe fn dequantize_avx512(blocks: &[BlockQ2K], out: &mut [f32]) {
+        // SAFETY (whole body): qs has 64 bytes (16-byte loads at 32c + 16h < 64); each output
+        // chunk holds 256 floats and every store writes 16 of them at 128c + 32k + 16h
+        // + (0..16) < 256.
+        unsafe {
+            for (b, o) in blocks.iter().zip(out.chunks_exact_mut(256)) {
+                let (dl, ml) = sub_scales(b);
+                let p = o.as_mut_ptr();
+                for c in 0..2 {
+                    for h in 0..2 {
+                        let raw =
+                            _mm_loadu_si128(b.qs.as_ptr().add(32 * c + 16 * h) as *const __m128i);
+                        for (k, q) in codes(raw).into_iter().enumerate() {
+                            let j = 8 * c + 2 * k + h;
+                            let f = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q));
+                            // dl·q − ml as two rounded operations, like ggml (no FMA).
+                            let y = _mm512_sub_ps(
+                                _mm512_mul_ps(_mm512_set1_ps(dl[j]), f),
+                                _mm512_set1_ps(ml[j]),
+                            );
+                            _mm512_storeu_ps(p.add(128 * c + 32 * k + 16 * h), y);
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -21,7 +21,7 @@
 
 use super::float::{f16_bits_to_f32, f32_to_f16_bits};
 use super::kquant::{make_qx_quants_weighted, nearest_int, GROUP_MAX_EPS};
-use super::BlockFormat;
+use super::{BlockFormat, Isa};
 use crate::gguf::GgmlType;
 
 #[repr(C)]
@@ -248,5 +248,113 @@ impl BlockFormat for BlockQ3K {
 
     fn dequantize_block(&self, out: &mut [f32]) {
         self.dequantize_scalar(out)
+    }
+
+    fn dequantize_blocks(isa: Isa, blocks: &[Self], out: &mut [f32]) {
+        dequantize_with_kernels!(isa, blocks, out;
+            avx512: x86::dequantize_avx512,
+            avx2: x86::dequantize,
+        )
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::super::float::f16_bits_to_f32;
+    use super::{scale_code, BlockQ3K};
+    use std::arch::x86_64::*;
+
+    /// The sixteen sub-block scales `d·(v − 32)`, each one rounded product as in the scalar
+    /// dequantizer.
+    #[inline(always)]
+    fn sub_scales(b: &BlockQ3K) -> [f32; 16] {
+        let d = f16_bits_to_f32(u16::from_le_bytes(b.d));
+        std::array::from_fn(|j| d * (scale_code(j, &b.scales) as i32 - 32) as f32)
+    }
+
+    /// The signed 3-bit codes (−4..=3, as i8) of the 16 elements `128c + 32k + 16h + (0..16)`
+    /// for k = 0..4: the low two bits `(qs[32c + 16h + j] >> 2k) & 3` from `raw`, minus 4
+    /// unless bit `4c + k` of `hmask[16h + j]` (in `hm`) is set.
+    #[inline(always)]
+    fn codes(raw: __m128i, hm: __m128i, c: usize) -> [__m128i; 4] {
+        // SAFETY: register-only SSE2 operations, available on every x86-64 CPU.
+        unsafe {
+            let m3 = _mm_set1_epi8(3);
+            let four = _mm_set1_epi8(4);
+            let low = [
+                _mm_and_si128(raw, m3),
+                _mm_and_si128(_mm_srli_epi16::<2>(raw), m3),
+                _mm_and_si128(_mm_srli_epi16::<4>(raw), m3),
+                _mm_and_si128(_mm_srli_epi16::<6>(raw), m3),
+            ];
+            let mut out = low;
+            for (k, (q, lo)) in out.iter_mut().zip(low).enumerate() {
+                let bit = _mm_set1_epi8((1u8 << (4 * c + k)) as i8);
+                let set = _mm_cmpeq_epi8(_mm_and_si128(hm, bit), bit);
+                *q = _mm_sub_epi8(lo, _mm_andnot_si128(set, four));
+            }
+            out
+        }
+    }
+
+    /// Element `e = 128c + 32k + 16h + j` (j < 16) belongs to sub-block `8c + 2k + h`; its
+    /// code comes from `qs[32c + 16h + j]` and `hmask[16h + j]` (see [`codes`]).
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn dequantize(blocks: &[BlockQ3K], out: &mut [f32]) {
+        // SAFETY (whole body): qs has 64 bytes and hmask 32 (16-byte loads at 32c + 16h < 64
+        // and 16h < 32); each output chunk holds 256 floats and every store writes 8 of them
+        // at 128c + 32k + 16h + 8e + (0..8) < 256.
+        unsafe {
+            for (b, o) in blocks.iter().zip(out.chunks_exact_mut(256)) {
+                let dl = sub_scales(b);
+                let p = o.as_mut_ptr();
+                for h in 0..2 {
+                    let hm = _mm_loadu_si128(b.hmask.as_ptr().add(16 * h) as *const __m128i);
+                    for c in 0..2 {
+                        let raw =
+                            _mm_loadu_si128(b.qs.as_ptr().add(32 * c + 16 * h) as *const __m128i);
+                        for (k, q) in codes(raw, hm, c).into_iter().enumerate() {
+                            let vd = _mm256_set1_ps(dl[8 * c + 2 * k + h]);
+                            for (e, v) in [q, _mm_srli_si128::<8>(q)].into_iter().enumerate() {
+                                let f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
+                                _mm256_storeu_ps(
+                                    p.add(128 * c + 32 * k + 16 * h + 8 * e),
+                                    _mm256_mul_ps(vd, f),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`dequantize`] with 16-lane vectors: one store per run of 16.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub unsafe fn dequantize_avx512(blocks: &[BlockQ3K], out: &mut [f32]) {
+        // SAFETY (whole body): qs has 64 bytes and hmask 32 (16-byte loads at 32c + 16h < 64
+        // and 16h < 32); each output chunk holds 256 floats and every store writes 16 of them
+        // at 128c + 32k + 16h + (0..16) < 256.
+        unsafe {
+            for (b, o) in blocks.iter().zip(out.chunks_exact_mut(256)) {
+                let dl = sub_scales(b);
+                let p = o.as_mut_ptr();
+                for h in 0..2 {
+                    let hm = _mm_loadu_si128(b.hmask.as_ptr().add(16 * h) as *const __m128i);
+                    for c in 0..2 {
+                        let raw =
+                            _mm_loadu_si128(b.qs.as_ptr().add(32 * c + 16 * h) as *const __m128i);
+                        for (k, q) in codes(raw, hm, c).into_iter().enumerate() {
+                            let vd = _mm512_set1_ps(dl[8 * c + 2 * k + h]);
+                            let f = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
+                            _mm512_storeu_ps(
+                                p.add(128 * c + 32 * k + 16 * h),
+                                _mm512_mul_ps(vd, f),
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }
