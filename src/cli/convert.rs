@@ -28,6 +28,10 @@ pub struct ConvertArgs {
     /// No progress bar or summary.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Print a JSON summary on stdout (tensors, bytes in and out, seconds, GB/s of source
+    /// read, peak RSS).
+    #[arg(long)]
+    pub json: bool,
     /// Every quantizable tensor gets the type's base type (no llama-quantize mixture).
     #[arg(long)]
     pub pure: bool,
@@ -67,6 +71,22 @@ fn resolve_input(input: &std::path::Path) -> anyhow::Result<PathBuf> {
         }
         _ => Ok(input.to_path_buf()),
     }
+}
+
+/// Bytes of tensor data in the input (what a conversion reads).
+fn source_bytes(input: &Input) -> u64 {
+    match input {
+        Input::Checkpoint(ck) => ck.tensors().iter().map(|t| t.range.len() as u64).sum(),
+        Input::Gguf(g) => g.tensors().iter().map(|t| t.n_bytes()).sum(),
+    }
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 fn parse_recipe(s: &str) -> Result<Recipe, String> {
@@ -158,13 +178,28 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<i32> {
         ..RunOptions::default()
     };
     let report = convert::execute(&plan, &input, &out, &opts)?;
+    let bytes_in = source_bytes(&input);
+    let gbps = bytes_in as f64 / report.seconds.max(1e-9) / 1e9;
+    if args.json {
+        let doc = serde_json::json!({
+            "output": out.display().to_string(),
+            "tensors": report.tensors,
+            "bytes_in": bytes_in,
+            "bytes_out": report.data_bytes,
+            "seconds": report.seconds,
+            "gb_per_s": gbps,
+            "peak_rss_mib": peak_rss_mib(),
+        });
+        println!("{doc}");
+    }
     if !args.quiet {
         eprintln!(
-            "wrote {} ({} tensors, {} of tensor data) in {:.2}s",
+            "wrote {} ({} tensors, {} of tensor data) in {:.2}s, {:.2} GB/s of source read",
             out.display(),
             report.tensors,
             human(report.data_bytes),
-            report.seconds
+            report.seconds,
+            gbps
         );
         if plan.tensors.iter().any(|t| t.ty.is_extension()) {
             eprintln!(

@@ -10,6 +10,8 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
+use sha2::{Digest, Sha256};
+
 use crate::arch::ValueOp;
 use crate::gguf::{Array, GgmlType, GgufFileWriter, TensorSpec, Value};
 use crate::quant;
@@ -81,33 +83,67 @@ pub fn execute(
     let mut writer = GgufFileWriter::create(out, &plan.metadata, &specs, plan.alignment)
         .map_err(|e| ConvertError::output(out, e))?;
     let bar = progress_bar(opts.progress, plan.data_bytes());
-    // Writing (and hashing) happens on its own thread, so the workers compute the next wave
-    // while the previous one goes to disk. The bounded channel keeps memory at a few waves.
+    // The writer thread only writes; each written chunk then goes to one of `n_hash` hashing
+    // threads (tensor i to thread i mod n_hash, so a tensor's chunks are hashed in order), so
+    // SHA-256 runs off the write path and over several tensors at once.
+    writer.disable_hashing();
+    let sizes: Vec<u64> = plan.tensors.iter().map(|t| t.n_bytes()).collect();
+    let n_hash = threads.clamp(1, 8);
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2 * threads);
-    let (produced, written) = std::thread::scope(|s| {
+    let (produced, written, hashes) = std::thread::scope(|s| {
         let bar = &bar;
+        let sizes = &sizes;
+        let mut hash_tx = Vec::with_capacity(n_hash);
+        let mut hashers = Vec::with_capacity(n_hash);
+        for _ in 0..n_hash {
+            let (htx, hrx) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>)>(4);
+            hash_tx.push(htx);
+            hashers.push(s.spawn(move || {
+                let mut open: std::collections::HashMap<usize, (Sha256, u64)> =
+                    std::collections::HashMap::new();
+                let mut done = Vec::new();
+                for (i, bytes) in hrx {
+                    let e = open.entry(i).or_insert_with(|| (Sha256::new(), 0));
+                    e.0.update(&bytes);
+                    e.1 += bytes.len() as u64;
+                    if e.1 == sizes[i] {
+                        let (h, _) = open.remove(&i).expect("just used");
+                        done.push((i, <[u8; 32]>::from(h.finalize())));
+                    }
+                }
+                done
+            }));
+        }
         let handle = s.spawn(move || -> Result<GgufFileWriter, crate::gguf::GgufError> {
             for bytes in rx {
+                let index = writer.current_tensor();
                 writer.write_tensor_data(&bytes)?;
                 if let Some(b) = bar {
                     b.inc(bytes.len() as u64);
+                }
+                if let Some(i) = index {
+                    // a hasher only stops early if the scope is unwinding
+                    let _ = hash_tx[i % n_hash].send((i, bytes));
                 }
             }
             Ok(writer)
         });
         let produced = produce_all(plan, input, opts, threads, &pool, &tx);
         drop(tx);
-        (
-            produced,
-            handle.join().expect("the writer thread does not panic"),
-        )
+        let written = handle.join().expect("the writer thread does not panic");
+        let mut hashes = vec![<[u8; 32]>::from(Sha256::digest([])); plan.tensors.len()];
+        for h in hashers {
+            for (i, d) in h.join().expect("a hashing thread does not panic") {
+                hashes[i] = d;
+            }
+        }
+        (produced, written, hashes)
     });
     let mut writer = match (produced, written) {
         (_, Err(e)) => return Err(ConvertError::output(out, e)),
         (Err(e), Ok(_)) => return Err(e),
         (Ok(()), Ok(w)) => w,
     };
-    let hashes = writer.tensor_hashes();
     let hex_hashes: Vec<String> = hashes.iter().map(hex).collect();
     writer
         .patch_value(KEY_TENSOR_SHA256, &Value::Array(Array::String(hex_hashes)))

@@ -75,8 +75,17 @@ pub fn verify_hashes(file: &GgufFile) -> Result<VerifyReport, ConvertError> {
         )));
     }
     report.has_hashes = true;
-    for (i, (info, expected)) in file.tensors().iter().zip(hashes).enumerate() {
-        let actual = hex(&Sha256::digest(file.tensor_data(i)));
+    // Tensors are hashed in parallel (SHA-256 is sequential within one tensor only).
+    use rayon::prelude::*;
+    let actual: Vec<String> = (0..file.tensors().len())
+        .into_par_iter()
+        .map(|i| {
+            let h = hex(&Sha256::digest(file.tensor_data(i)));
+            file.release(i);
+            h
+        })
+        .collect();
+    for ((info, expected), actual) in file.tensors().iter().zip(hashes).zip(actual) {
         report.hashed += 1;
         if &actual != expected {
             report.mismatched.push(HashCheck {

@@ -299,6 +299,8 @@ pub struct GgufWriter<W: Write + Seek> {
     written: u64,
     hasher: Sha256,
     hashes: Vec<[u8; 32]>,
+    /// False when the caller hashes the tensor bytes itself (off the write path).
+    hashing: bool,
 }
 
 impl<W: Write + Seek> std::fmt::Debug for GgufWriter<W> {
@@ -335,6 +337,7 @@ impl<W: Write + Seek> GgufWriter<W> {
             written: 0,
             hasher: Sha256::new(),
             hashes: Vec::with_capacity(tensors.len()),
+            hashing: true,
         };
         w.complete_empty()?;
         Ok(w)
@@ -394,14 +397,29 @@ impl<W: Write + Seek> GgufWriter<W> {
             ));
         }
         self.sink.write_all(bytes).map_err(GgufError::io)?;
-        self.hasher.update(bytes);
+        if self.hashing {
+            self.hasher.update(bytes);
+        }
         self.written = after;
         self.complete_empty()
     }
 
-    /// SHA-256 of every tensor completed so far, in order, over exactly its data bytes.
+    /// SHA-256 of every tensor completed so far, in order, over exactly its data bytes
+    /// (empty when hashing is off).
     pub fn tensor_hashes(&self) -> Vec<[u8; 32]> {
-        self.hashes.clone()
+        if self.hashing {
+            self.hashes.clone()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Stop hashing the tensor data as it is written (the caller hashes it elsewhere, e.g.
+    /// in parallel). Only before any data is written.
+    pub fn disable_hashing(&mut self) {
+        if self.current == 0 && self.written == 0 {
+            self.hashing = false;
+        }
     }
 
     /// Overwrite the value of `key` in the header already written. The new value must encode
@@ -561,6 +579,11 @@ impl GgufFileWriter {
     /// SHA-256 of every tensor completed so far, in order.
     pub fn tensor_hashes(&self) -> Vec<[u8; 32]> {
         self.inner.tensor_hashes()
+    }
+
+    /// See [`GgufWriter::disable_hashing`].
+    pub fn disable_hashing(&mut self) {
+        self.inner.disable_hashing()
     }
 
     pub fn patch_value(&mut self, key: &str, value: &Value) -> Result<(), GgufError> {
