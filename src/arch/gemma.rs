@@ -279,13 +279,7 @@ impl Architecture for Gemma {
     }
 
     fn quant_hints(&self) -> QuantHints {
-        QuantHints {
-            n_layer: self.hp.n_layer,
-            n_head: self.hp.n_head,
-            n_head_kv: self.hp.n_head_kv,
-            n_expert: 0,
-            is_70b: false,
-        }
+        QuantHints::dense(&self.hp)
     }
 
     fn adjust_vocab(&self, vocab: &mut Vocab) {

@@ -8,8 +8,8 @@
 
 use super::hparams::positive_u32;
 use super::{
-    layer_names, split_layer_name, tensor_kind, ArchError, Architecture, Family, KeyContext,
-    Mapped, QuantHints, Transform,
+    global_tensor, layer_names, split_layer_name, tensor_kind, ArchError, Architecture, Family,
+    KeyContext, Mapped, QuantHints, Transform,
 };
 use crate::gguf::Value;
 use crate::source::HfConfig;
@@ -241,11 +241,8 @@ impl LlamaParams {
             name: hf.to_string(),
             arch: self.arch,
         };
-        match hf {
-            "model.embed_tokens.weight" => return Ok(Some(Mapped::plain("token_embd.weight"))),
-            "model.norm.weight" => return Ok(Some(Mapped::plain("output_norm.weight"))),
-            "lm_head.weight" => return Ok(Some(Mapped::plain("output.weight"))),
-            _ => {}
+        if let Some(m) = global_tensor(hf) {
+            return Ok(Some(m));
         }
         let (layer, module, suffix) =
             split_layer_name(hf, self.n_layer, self.arch)?.ok_or_else(unknown)?;

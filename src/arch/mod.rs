@@ -227,6 +227,29 @@ const DROPPED_SUFFIXES: &[&str] = &[
     ".rotary_emb.inv_freq",
 ];
 
+/// The non-layer tensors every family names alike: embeddings, final norm, LM head.
+pub(crate) fn global_tensor(hf: &str) -> Option<Mapped> {
+    Some(Mapped::plain(match hf {
+        "model.embed_tokens.weight" => "token_embd.weight",
+        "model.norm.weight" => "output_norm.weight",
+        "lm_head.weight" => "output.weight",
+        _ => return None,
+    }))
+}
+
+impl QuantHints {
+    /// A dense model's hints from its generic hyperparameters (no experts, not LLM_TYPE_70B).
+    pub(crate) fn dense(hp: &TextHparams) -> QuantHints {
+        QuantHints {
+            n_layer: hp.n_layer,
+            n_head: hp.n_head,
+            n_head_kv: hp.n_head_kv,
+            n_expert: 0,
+            is_70b: false,
+        }
+    }
+}
+
 /// True for tensors every family drops.
 pub(crate) fn always_dropped(hf: &str) -> bool {
     DROPPED_SUFFIXES.iter().any(|s| hf.ends_with(s))

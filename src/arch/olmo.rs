@@ -5,8 +5,8 @@
 
 use super::hparams::{ClassDefaults, TextHparams};
 use super::{
-    always_dropped, layer_names, split_layer_name, tensor_kind, ArchError, Architecture, Family,
-    KeyContext, Mapped, QuantHints,
+    always_dropped, global_tensor, layer_names, split_layer_name, tensor_kind, ArchError,
+    Architecture, Family, KeyContext, Mapped, QuantHints,
 };
 use crate::gguf::Value;
 use crate::source::tokenizer::Vocab;
@@ -67,11 +67,8 @@ impl Architecture for Olmo2 {
             name: hf.to_string(),
             arch: "olmo2",
         };
-        match hf {
-            "model.embed_tokens.weight" => return Ok(Some(Mapped::plain("token_embd.weight"))),
-            "model.norm.weight" => return Ok(Some(Mapped::plain("output_norm.weight"))),
-            "lm_head.weight" => return Ok(Some(Mapped::plain("output.weight"))),
-            _ => {}
+        if let Some(m) = global_tensor(hf) {
+            return Ok(Some(m));
         }
         let (layer, module, suffix) =
             split_layer_name(hf, self.hp.n_layer, "olmo2")?.ok_or_else(unknown)?;
@@ -135,13 +132,7 @@ impl Architecture for Olmo2 {
     }
 
     fn quant_hints(&self) -> QuantHints {
-        QuantHints {
-            n_layer: self.hp.n_layer,
-            n_head: self.hp.n_head,
-            n_head_kv: self.hp.n_head_kv,
-            n_expert: 0,
-            is_70b: false,
-        }
+        QuantHints::dense(&self.hp)
     }
 
     fn adjust_vocab(&self, vocab: &mut Vocab) {

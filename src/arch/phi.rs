@@ -8,8 +8,8 @@ use serde_json::Value as Json;
 
 use super::hparams::{positive_u32, ClassDefaults, TextHparams};
 use super::{
-    always_dropped, layer_names, split_layer_name, tensor_kind, ArchError, Architecture, Family,
-    KeyContext, Mapped, QuantHints,
+    always_dropped, global_tensor, layer_names, split_layer_name, tensor_kind, ArchError,
+    Architecture, Family, KeyContext, Mapped, QuantHints,
 };
 use crate::gguf::Value;
 use crate::source::tokenizer::VocabStyle;
@@ -211,11 +211,8 @@ impl Architecture for Phi3 {
             name: hf.to_string(),
             arch: "phi3",
         };
-        match hf {
-            "model.embed_tokens.weight" => return Ok(Some(Mapped::plain("token_embd.weight"))),
-            "model.norm.weight" => return Ok(Some(Mapped::plain("output_norm.weight"))),
-            "lm_head.weight" => return Ok(Some(Mapped::plain("output.weight"))),
-            _ => {}
+        if let Some(m) = global_tensor(hf) {
+            return Ok(Some(m));
         }
         let (layer, module, suffix) =
             split_layer_name(hf, self.hp.n_layer, "phi3")?.ok_or_else(unknown)?;
@@ -273,13 +270,7 @@ impl Architecture for Phi3 {
     }
 
     fn quant_hints(&self) -> QuantHints {
-        QuantHints {
-            n_layer: self.hp.n_layer,
-            n_head: self.hp.n_head,
-            n_head_kv: self.hp.n_head_kv,
-            n_expert: 0,
-            is_70b: false,
-        }
+        QuantHints::dense(&self.hp)
     }
 
     fn vocab_style(&self) -> VocabStyle {

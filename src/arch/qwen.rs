@@ -7,8 +7,8 @@
 
 use super::hparams::{positive_u32, ClassDefaults, TextHparams};
 use super::{
-    always_dropped, layer_names, split_layer_name, tensor_kind, ArchError, Architecture, Family,
-    KeyContext, Mapped, QuantHints,
+    always_dropped, global_tensor, layer_names, split_layer_name, tensor_kind, ArchError,
+    Architecture, Family, KeyContext, Mapped, QuantHints,
 };
 use crate::gguf::Value;
 use crate::source::HfConfig;
@@ -192,11 +192,8 @@ impl Architecture for Qwen {
             name: hf.to_string(),
             arch,
         };
-        match hf {
-            "model.embed_tokens.weight" => return Ok(Some(Mapped::plain("token_embd.weight"))),
-            "model.norm.weight" => return Ok(Some(Mapped::plain("output_norm.weight"))),
-            "lm_head.weight" => return Ok(Some(Mapped::plain("output.weight"))),
-            _ => {}
+        if let Some(m) = global_tensor(hf) {
+            return Ok(Some(m));
         }
         let (layer, module, suffix) =
             split_layer_name(hf, self.hp.n_layer, arch)?.ok_or_else(unknown)?;

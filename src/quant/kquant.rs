@@ -352,10 +352,24 @@ pub(crate) fn finish_k_superblock(
     let packed = pack_scale_min_k4(&ls, &lm);
     let d = super::float::f32_to_f16_bits(max_scale / 63.0);
     let dmin = super::float::f32_to_f16_bits(max_min / 63.0);
+    requantize_k(x, nmax, &packed, d, dmin, &mut l);
+    (d, dmin, packed, l)
+}
+
+/// The codes of a Q4_K / Q5_K super-block re-derived from its stored (rounded) scales and
+/// mins; a sub-block whose scale decodes to 0 keeps the codes of its fit.
+pub(crate) fn requantize_k(
+    x: &[f32],
+    nmax: i32,
+    packed: &[u8; 12],
+    d: u16,
+    dmin: u16,
+    l: &mut [u8; 256],
+) {
     let df = super::float::f16_bits_to_f32(d);
     let dminf = super::float::f16_bits_to_f32(dmin);
     for j in 0..8 {
-        let (sc, m) = scale_min_k4(j, &packed);
+        let (sc, m) = scale_min_k4(j, packed);
         let dd = df * sc as f32;
         if dd == 0.0 {
             continue;
@@ -365,7 +379,6 @@ pub(crate) fn finish_k_superblock(
             l[32 * j + ii] = nearest_int((x[32 * j + ii] + dm) / dd).clamp(0, nmax) as u8;
         }
     }
-    (d, dmin, packed, l)
 }
 
 /// Q4_K / Q5_K super-block with the scalar fit (ggml's reference).

@@ -13,8 +13,7 @@
 
 use super::float::f32_to_f16_bits;
 use super::kquant::{
-    make_qkx2_quants, make_qp_quants, make_qx_quants_weighted, nearest_int, pack_scale_min_k4,
-    scale_min_k4,
+    make_qkx2_quants, make_qp_quants, make_qx_quants_weighted, pack_scale_min_k4, requantize_k,
 };
 use super::{
     iq4_nl, iq4_xs, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, QuantError,
@@ -189,19 +188,7 @@ fn k_superblock(x: &[f32], qw: &[f32], nmax: i32) -> (u16, u16, [u8; 12], [u8; 2
     let packed = pack_scale_min_k4(&ls, &lm);
     let d = f32_to_f16_bits(d_block);
     let dmin = f32_to_f16_bits(m_block);
-    let df = super::float::f16_bits_to_f32(d);
-    let dminf = super::float::f16_bits_to_f32(dmin);
-    for j in 0..8 {
-        let (sc, m) = scale_min_k4(j, &packed);
-        let dd = df * sc as f32;
-        if dd == 0.0 {
-            continue;
-        }
-        let dm = dminf * m as f32;
-        for ii in 0..32 {
-            l[32 * j + ii] = nearest_int((x[32 * j + ii] + dm) / dd).clamp(0, nmax) as u8;
-        }
-    }
+    requantize_k(x, nmax, &packed, d, dmin, &mut l);
     (d, dmin, packed, l)
 }
 

@@ -283,13 +283,13 @@ pub fn load_vocab_with(
             path: spm.clone(),
             source,
         })?;
-        phi3_vocab(&spm, &bytes, &files, config)?
+        sentencepiece_vocab(&spm, &bytes, &files, config, style)?
     } else if spm.is_file() && !(style == VocabStyle::Phi3 && gpt2_class) {
         let bytes = std::fs::read(&spm).map_err(|source| SourceError::Io {
             path: spm.clone(),
             source,
         })?;
-        sentencepiece_vocab(&spm, &bytes, &files, config)?
+        sentencepiece_vocab(&spm, &bytes, &files, config, style)?
     } else if let Some(json) = &files.tokenizer_json {
         if is_byte_level(json) {
             byte_level_bpe_vocab(&files, json, config)?
@@ -503,92 +503,6 @@ fn added_tokens(files: &Files) -> Vec<AddedToken> {
         }
     }
     out
-}
-
-/// Phi3MiniModel's SentencePiece vocabulary (see [`VocabStyle::Phi3`]).
-fn phi3_vocab(
-    path: &Path,
-    bytes: &[u8],
-    files: &Files,
-    config: &HfConfig,
-) -> Result<Vocab, SourceError> {
-    // Phi3MiniModel writes no add_space_prefix: llama.cpp's SentencePiece default applies.
-    let (pieces, _) = parse_model_proto(bytes, path)?;
-    let max_id = (pieces.len() as u32).checked_sub(1);
-    let n = table_size_for(max_id, config, path)?;
-    let mut tokens: Vec<String> = (0..n).map(|i| format!("[PAD{i}]")).collect();
-    let mut scores = vec![-10000.0f32; n];
-    let mut types = vec![token_type::UNUSED; n];
-    for (i, (text, score, ty)) in pieces.into_iter().enumerate() {
-        tokens[i] = text;
-        scores[i] = score;
-        // IsUnknown / IsControl / IsUnused / IsByte, everything else (user-defined too) NORMAL
-        types[i] = match ty {
-            2 | 3 | 5 | 6 => ty,
-            _ => token_type::NORMAL,
-        };
-    }
-    let mut set = |id: u64, content: &str, ty: i32| {
-        if let Some(i) = usize::try_from(id).ok().filter(|&i| i < n) {
-            tokens[i] = content.to_string();
-            scores[i] = -1000.0;
-            types[i] = ty;
-        }
-    };
-    let added_json = files.dir.join("added_tokens.json");
-    if added_json.is_file() {
-        if let Value::Object(map) = read_json(&added_json)? {
-            for (content, id) in map {
-                if let Some(id) = id.as_u64() {
-                    set(id, &content, token_type::USER_DEFINED);
-                }
-            }
-        }
-    }
-    let special_type = |t: &Value| {
-        if t.get("special").and_then(|v| v.as_bool()).unwrap_or(false) {
-            token_type::CONTROL
-        } else {
-            token_type::USER_DEFINED
-        }
-    };
-    if let Some(obj) = files
-        .tokenizer_config
-        .as_ref()
-        .and_then(|c| c.get("added_tokens_decoder"))
-        .and_then(|a| a.as_object())
-    {
-        for (id, t) in obj {
-            if let (Ok(id), Some(content)) =
-                (id.parse::<u64>(), t.get("content").and_then(|c| c.as_str()))
-            {
-                set(id, content, special_type(t));
-            }
-        }
-    }
-    if let Some(arr) = files
-        .tokenizer_json
-        .as_ref()
-        .and_then(|j| j.get("added_tokens"))
-        .and_then(|a| a.as_array())
-    {
-        for t in arr {
-            if let (Some(id), Some(content)) = (
-                t.get("id").and_then(|v| v.as_u64()),
-                t.get("content").and_then(|c| c.as_str()),
-            ) {
-                set(id, content, special_type(t));
-            }
-        }
-    }
-    Ok(Vocab {
-        model: "llama".into(),
-        pre: "default".into(),
-        tokens,
-        scores: Some(scores),
-        token_types: types,
-        ..Vocab::default()
-    })
 }
 
 /// Text that llama.cpp's converter treats as a control token even when not marked special.
@@ -902,11 +816,12 @@ fn sentencepiece_vocab(
     bytes: &[u8],
     files: &Files,
     config: &HfConfig,
+    style: VocabStyle,
 ) -> Result<Vocab, SourceError> {
-    // llama.cpp's `_create_vocab_sentencepiece`: the pieces (user-defined ones count as NORMAL),
-    // [PAD{i}] up to config.json's vocab_size, then added_tokens.json and tokenizer_config.json's
-    // added_tokens_decoder override their ids with score -1000. add_space_prefix is not written
-    // here (LlamaModel writes it only from tokenizer_config.json's add_prefix_space).
+    // llama.cpp's `_create_vocab_sentencepiece` (and Phi3MiniModel's variant): the pieces
+    // (user-defined ones count as NORMAL), [PAD{i}] up to config.json's vocab_size, then
+    // added tokens override their ids with score -1000. add_space_prefix is not written here
+    // (LlamaModel writes it only from tokenizer_config.json's add_prefix_space).
     let (pieces, _) = parse_model_proto(bytes, path)?;
     let max_id = (pieces.len() as u32).checked_sub(1);
     let n = table_size_for(max_id, config, path)?;
@@ -938,6 +853,11 @@ fn sentencepiece_vocab(
             }
         }
     }
+    let special = |t: &Value| t.get("special").and_then(|v| v.as_bool()).unwrap_or(false);
+    // Generic: tokenizer_config.json's added_tokens_decoder, CONTROL when special or
+    // special-looking, else USER_DEFINED with "▁" as a space. Phi-3: that list and then
+    // tokenizer.json's added_tokens, CONTROL only when special, text as is.
+    let mut added: Vec<(u64, String, bool)> = Vec::new();
     if let Some(obj) = files
         .tokenizer_config
         .as_ref()
@@ -945,21 +865,46 @@ fn sentencepiece_vocab(
         .and_then(|a| a.as_object())
     {
         for (id, t) in obj {
-            let (Ok(id), Some(content)) =
+            if let (Ok(id), Some(content)) =
                 (id.parse::<u64>(), t.get("content").and_then(|c| c.as_str()))
-            else {
-                continue;
-            };
-            let special = t.get("special").and_then(|v| v.as_bool()).unwrap_or(false);
-            if special || looks_special(content) {
-                set(id, content.to_string(), token_type::CONTROL);
-            } else {
-                set(
-                    id,
-                    content.replace('\u{2581}', " "),
-                    token_type::USER_DEFINED,
-                );
+            {
+                added.push((id, content.to_string(), special(t)));
             }
+        }
+    }
+    if style == VocabStyle::Phi3 {
+        if let Some(arr) = files
+            .tokenizer_json
+            .as_ref()
+            .and_then(|j| j.get("added_tokens"))
+            .and_then(|a| a.as_array())
+        {
+            for t in arr {
+                if let (Some(id), Some(content)) = (
+                    t.get("id").and_then(|v| v.as_u64()),
+                    t.get("content").and_then(|c| c.as_str()),
+                ) {
+                    added.push((id, content.to_string(), special(t)));
+                }
+            }
+        }
+    }
+    for (id, content, is_special) in added {
+        if style == VocabStyle::Phi3 {
+            let ty = if is_special {
+                token_type::CONTROL
+            } else {
+                token_type::USER_DEFINED
+            };
+            set(id, content, ty);
+        } else if is_special || looks_special(&content) {
+            set(id, content, token_type::CONTROL);
+        } else {
+            set(
+                id,
+                content.replace('\u{2581}', " "),
+                token_type::USER_DEFINED,
+            );
         }
     }
     Ok(Vocab {
