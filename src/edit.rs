@@ -143,12 +143,23 @@ pub fn write_with_metadata(
     metadata: &Metadata,
     out: &Path,
 ) -> Result<(), EditError> {
+    copy_tensors(file, metadata, 0..file.tensors().len(), out)
+}
+
+/// Write the tensors `range` of `file` (names, types, shapes, bytes unchanged) under
+/// `metadata` to `out`, streamed, atomically; each copied tensor is checked against the
+/// SHA-256 the input stores for it, when it stores them, before the file is renamed into place.
+pub(crate) fn copy_tensors(
+    file: &GgufFile,
+    metadata: &Metadata,
+    range: std::ops::Range<usize>,
+    out: &Path,
+) -> Result<(), EditError> {
     let err = |e: GgufError| EditError::Gguf {
         path: out.to_path_buf(),
         error: Box::new(e),
     };
-    let specs: Vec<TensorSpec> = file
-        .tensors()
+    let specs: Vec<TensorSpec> = file.tensors()[range.clone()]
         .iter()
         .map(|t| TensorSpec {
             name: t.name.clone(),
@@ -161,19 +172,17 @@ pub fn write_with_metadata(
         })
         .collect();
     let mut w = GgufFileWriter::create(out, metadata, &specs, file.alignment()).map_err(err)?;
-    for i in 0..file.tensors().len() {
+    for i in range.clone() {
         for chunk in file.tensor_data(i).chunks(16 << 20) {
             w.write_tensor_data(chunk).map_err(err)?;
         }
         file.release(i);
     }
-    if let Some(Value::Array(crate::gguf::Array::String(stored))) =
-        file.metadata().get(crate::convert::KEY_TENSOR_SHA256)
-    {
+    if let Some(stored) = stored_hashes(file) {
         let got = w.tensor_hashes();
-        for (i, (h, s)) in got.iter().zip(stored).enumerate() {
-            let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
-            if &hex != s {
+        for (i, h) in range.clone().zip(got.iter()) {
+            let hex = hex_digest(h);
+            if stored.get(i) != Some(&hex) {
                 return Err(EditError::Refused(format!(
                     "{}: tensor '{}' does not match the SHA-256 stored in the file (the input is damaged; qforge verify tells more)",
                     file.path().display(),
@@ -184,4 +193,16 @@ pub fn write_with_metadata(
     }
     w.finish().map_err(err)?;
     Ok(())
+}
+
+/// The per-tensor SHA-256 (hex) qforge stored in `file`, if it has them.
+pub(crate) fn stored_hashes(file: &GgufFile) -> Option<&[String]> {
+    match file.metadata().get(crate::convert::KEY_TENSOR_SHA256) {
+        Some(Value::Array(crate::gguf::Array::String(stored))) => Some(stored),
+        _ => None,
+    }
+}
+
+fn hex_digest(h: &[u8; 32]) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
 }

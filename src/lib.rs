@@ -18,6 +18,7 @@ pub mod gguf;
 pub mod inspect;
 pub mod quant;
 pub mod source;
+pub mod split;
 
 #[doc(hidden)]
 pub mod cli;

@@ -194,3 +194,80 @@ pub fn diff(args: DiffArgs) -> anyhow::Result<i32> {
     }
     Ok(if report.is_empty() { 0 } else { 1 })
 }
+
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("limit").required(true).args(["max_tensors", "max_size"])))]
+pub struct SplitArgs {
+    /// The GGUF file to split (it is not changed).
+    pub input: PathBuf,
+    /// Output prefix: shards are written as PREFIX-00001-of-0000N.gguf (atomically).
+    #[arg(short, long, value_name = "PREFIX")]
+    pub output: PathBuf,
+    /// At most N tensors per shard.
+    #[arg(long, value_name = "N")]
+    pub max_tensors: Option<usize>,
+    /// At most SIZE bytes of tensor data per shard: a number with an optional K, M or G
+    /// suffix (decimal units, as llama-gguf-split), e.g. 500M, 4G.
+    #[arg(long, value_name = "SIZE")]
+    pub max_size: Option<String>,
+}
+
+/// `500M` -> 500_000_000; decimal units as llama-gguf-split.
+fn parse_size(text: &str) -> anyhow::Result<u64> {
+    let (digits, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c.to_ascii_uppercase()),
+        _ => (text, ' '),
+    };
+    let n: u64 = digits
+        .trim()
+        .parse()
+        .with_context(|| format!("--max-size {text:?}: not a size like 500M or 4G"))?;
+    let scale: u64 = match unit {
+        ' ' => 1,
+        'K' => 1_000,
+        'M' => 1_000_000,
+        'G' => 1_000_000_000,
+        _ => bail!("--max-size {text:?}: units are K, M or G"),
+    };
+    match n.checked_mul(scale) {
+        Some(0) | None => bail!("--max-size {text:?}: must be a positive size"),
+        Some(v) => Ok(v),
+    }
+}
+
+pub fn split(args: SplitArgs) -> anyhow::Result<i32> {
+    use crate::split::{self, SplitLimit};
+    let limit = match (args.max_tensors, &args.max_size) {
+        (Some(0), _) => bail!("--max-tensors must be at least 1"),
+        (Some(n), None) => SplitLimit::Tensors(n),
+        (None, Some(s)) => SplitLimit::Bytes(parse_size(s)?),
+        _ => bail!("give one of --max-tensors or --max-size"),
+    };
+    let file = GgufFile::open(&args.input)?;
+    let paths = split::split(&file, &args.output, limit)?;
+    for p in &paths {
+        println!("{}", p.display());
+    }
+    eprintln!(
+        "wrote {} shard(s) of {} tensors; load the first one",
+        paths.len(),
+        file.tensors().len()
+    );
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_use_decimal_units() {
+        assert_eq!(parse_size("500M").unwrap(), 500_000_000);
+        assert_eq!(parse_size("4G").unwrap(), 4_000_000_000);
+        assert_eq!(parse_size("12k").unwrap(), 12_000);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("0M").is_err());
+        assert!(parse_size("5X").is_err());
+        assert!(parse_size("M").is_err());
+    }
+}

@@ -30,6 +30,8 @@ enum Command {
     Edit(edit::EditArgs),
     /// What differs between two GGUF files (metadata, tensors, optionally dequantized values).
     Diff(edit::DiffArgs),
+    /// Split a GGUF file into shards llama.cpp loads as one model (as llama-gguf-split does).
+    Split(edit::SplitArgs),
 }
 
 /// Run the CLI with the process arguments; returns the process exit code.
@@ -48,6 +50,7 @@ pub fn main() -> i32 {
         Command::Verify(args) => convert::verify(args),
         Command::Edit(args) => edit::edit(args),
         Command::Diff(args) => edit::diff(args),
+        Command::Split(args) => edit::split(args),
     };
     match result {
         Ok(code) => code,

@@ -636,6 +636,14 @@ fn plan_gguf(
             path.display()
         ))
     })?;
+    if let Some(Value::U16(count)) = g.metadata().get("split.count") {
+        if *count > 1 {
+            return Err(ConvertError::Plan(format!(
+                "{}: one shard of a {count}-file split; converting split files is not supported yet (convert the unsplit file, then split the output)",
+                path.display()
+            )));
+        }
+    }
     let mut tensors = Vec::new();
     for (index, info) in g.tensors().iter().enumerate() {
         if super::nf4_meta::is_state_tensor(&info.name) {
