@@ -23,6 +23,13 @@ fn convert(ty: &str, out: &Path) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
+/// `qforge split SRC -o PREFIX LIMIT...`
+fn split_cmd(src: &str, prefix: &str, limit: &[&str]) -> Output {
+    let mut args = vec!["split", src, "-o", prefix];
+    args.extend_from_slice(limit);
+    qforge(&args)
+}
+
 fn stdout_paths(o: &Output) -> Vec<PathBuf> {
     String::from_utf8_lossy(&o.stdout)
         .lines()
@@ -86,26 +93,20 @@ fn split_by_tensor_count_cuts_like_gguf_split() {
     convert("q8_0", &src_path);
     let src = GgufFile::open(&src_path).unwrap();
     let total = src.tensors().len();
-    let o = qforge(&[
-        "split",
+    let o = split_cmd(
         s(&src_path),
-        "-o",
         s(&tmp.path().join("out/m")),
-        "--max-tensors",
-        "7",
-    ]);
+        &["--max-tensors", "7"],
+    );
     // the output directory does not exist: a clear error and nothing written
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("out"));
     std::fs::create_dir(tmp.path().join("out")).unwrap();
-    let o = qforge(&[
-        "split",
+    let o = split_cmd(
         s(&src_path),
-        "-o",
         s(&tmp.path().join("out/m")),
-        "--max-tensors",
-        "7",
-    ]);
+        &["--max-tensors", "7"],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let shards = stdout_paths(&o);
     assert_eq!(shards.len(), total.div_ceil(7));
@@ -132,14 +133,11 @@ fn split_by_size_keeps_each_shard_under_the_limit() {
         .collect();
     let biggest = *padded.iter().max().unwrap();
     let limit = biggest * 2;
-    let o = qforge(&[
-        "split",
+    let o = split_cmd(
         s(&src_path),
-        "-o",
         s(&tmp.path().join("m")),
-        "--max-size",
-        &limit.to_string(),
-    ]);
+        &["--max-size", &limit.to_string()],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let shards = stdout_paths(&o);
     assert!(shards.len() > 1);
@@ -168,9 +166,7 @@ fn split_refuses_bad_limits_and_damaged_input() {
         vec!["--max-size", "3X"],
         vec![],
     ] {
-        let mut a = vec!["split", s(&src_path), "-o", s(&prefix)];
-        a.extend(args.iter());
-        let o = qforge(&a);
+        let o = split_cmd(s(&src_path), s(&prefix), &args);
         assert!(!o.status.success(), "{args:?} was accepted");
     }
     // flip one byte of the last tensor: the split fails on it, naming it, and removes the
@@ -182,14 +178,7 @@ fn split_refuses_bad_limits_and_damaged_input() {
     let mut bytes = std::fs::read(&src_path).unwrap();
     bytes[at as usize] ^= 0x40;
     std::fs::write(&src_path, &bytes).unwrap();
-    let o = qforge(&[
-        "split",
-        s(&src_path),
-        "-o",
-        s(&prefix),
-        "--max-tensors",
-        "5",
-    ]);
+    let o = split_cmd(s(&src_path), s(&prefix), &["--max-tensors", "5"]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains(&last.name), "{err}");
@@ -206,24 +195,18 @@ fn a_shard_is_not_split_again() {
     let tmp = tempfile::tempdir().unwrap();
     let src_path = tmp.path().join("m.gguf");
     convert("q8_0", &src_path);
-    let o = qforge(&[
-        "split",
+    let o = split_cmd(
         s(&src_path),
-        "-o",
         s(&tmp.path().join("m")),
-        "--max-tensors",
-        "10",
-    ]);
+        &["--max-tensors", "10"],
+    );
     assert!(o.status.success());
     let first = stdout_paths(&o).remove(0);
-    let o = qforge(&[
-        "split",
+    let o = split_cmd(
         s(&first),
-        "-o",
         s(&tmp.path().join("again")),
-        "--max-tensors",
-        "3",
-    ]);
+        &["--max-tensors", "3"],
+    );
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("shard"));
     // nor converted as if it were the whole model
