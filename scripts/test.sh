@@ -21,3 +21,7 @@ bash scripts/build_llama_tools.sh
 echo "== interop with llama.cpp"
 cargo build --release --quiet
 python3 tests/interop/run.py --qforge target/release/qforge --llama-tools target/llama-tools
+
+echo "== the Python wheel (pip install ./python: the qforge command and the numpy API)"
+python3 -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps ./python
+python3 tests/python/test_api.py

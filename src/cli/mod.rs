@@ -36,7 +36,17 @@ enum Command {
 
 /// Run the CLI with the process arguments; returns the process exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    main_with_args(std::env::args_os())
+}
+
+/// Run the CLI with `args` (the first is the program name), as the Python package's `qforge`
+/// command does; returns the exit code.
+pub fn main_with_args<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { 0 };

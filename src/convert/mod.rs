@@ -16,6 +16,26 @@ pub use plan::{
 pub use recipe::{parse_ggml_type, Recipe, TypeOverrides, RECIPE_NAMES};
 pub(crate) use run::gguf_row_f32;
 pub use run::{execute, RunOptions, RunReport};
+/// All values of tensor `index` of `file` as f32, in ggml order (row by row), including
+/// NF4_DQ tensors (their state tensor is read from the same file).
+pub fn dequantize_tensor(
+    file: &crate::gguf::GgufFile,
+    index: usize,
+) -> Result<Vec<f32>, ConvertError> {
+    let t = &file.tensors()[index];
+    let row_len = t.dims.first().copied().unwrap_or(1).max(1) as usize;
+    let rows = (t.n_elements() / row_len as u64) as usize;
+    let state = match t.ty {
+        crate::gguf::GgmlType::Nf4Dq { block } => Some(plan::load_dq_state(file, index, block)?),
+        _ => None,
+    };
+    let mut out = vec![0f32; rows * row_len];
+    for (r, row) in out.chunks_exact_mut(row_len).enumerate() {
+        gguf_row_f32(file, index, state.as_ref(), r, row)?;
+    }
+    Ok(out)
+}
+
 pub use verify::{verify_against, verify_hashes, HashCheck, TensorError, VerifyReport};
 
 use crate::arch::ArchError;

@@ -1,0 +1,24 @@
+"""qforge: Hugging Face safetensors -> quantized GGUF for llama.cpp, and GGUF files read back.
+
+The command line (`qforge convert|inspect|verify|edit|diff|split`) is the Rust CLI itself;
+`GGUFFile` reads a GGUF file (memory-mapped) with its metadata as Python values and tensors as
+numpy arrays; `quantize`/`dequantize` run qforge's block kernels on numpy float32 arrays.
+"""
+import sys
+
+from ._qforge import GGUFFile, QforgeError, dequantize, quantize, run_cli, type_size
+
+__all__ = ["GGUFFile", "QforgeError", "convert", "dequantize", "main", "quantize", "run_cli", "type_size"]
+
+
+def convert(source, output, type="f16", *extra):
+    """Convert `source` (a model folder, HF model id, .safetensors or .gguf) to `output`
+    as `qforge convert` does; raises QforgeError when the command fails."""
+    code = run_cli(["qforge", "convert", str(source), "-t", type, "-o", str(output), "--quiet", *map(str, extra)])
+    if code != 0:
+        raise QforgeError(f"qforge convert exited with {code}")
+
+
+def main():
+    """The `qforge` console command."""
+    sys.exit(run_cli(sys.argv))
