@@ -23,5 +23,8 @@ cargo build --release --quiet
 python3 tests/interop/run.py --qforge target/release/qforge --llama-tools target/llama-tools
 
 echo "== the Python wheel (pip install ./python: the qforge command and the numpy API)"
-python3 -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps ./python
-python3 tests/python/test_api.py
+# built from this tree and installed into a fresh virtualenv, as a user would
+rm -rf target/wheel-venv
+python3 -m venv target/wheel-venv
+target/wheel-venv/bin/python -m pip install --quiet --disable-pip-version-check ./python gguf==0.19.0
+PATH="$PWD/target/wheel-venv/bin:$PATH" target/wheel-venv/bin/python tests/python/test_api.py

@@ -8,7 +8,14 @@ import sys
 
 from ._qforge import GGUFFile, QforgeError, dequantize, quantize, run_cli, type_size
 
-__all__ = ["GGUFFile", "QforgeError", "convert", "dequantize", "main", "quantize", "run_cli", "type_size"]
+__all__ = ["GGUFFile", "QforgeError", "convert", "dequantize", "inspect", "main", "quantize", "run_cli",
+           "type_size"]
+
+
+def inspect(path, full=False):
+    """The `qforge inspect --json` document of a GGUF file, as a dict."""
+    with GGUFFile(path) as f:
+        return f.inspect(full)
 
 
 def convert(source, output, type="f16", *extra):

@@ -2,7 +2,9 @@
 //! over numpy arrays, and the CLI entry point. Everything here converts types and errors;
 //! the work is the qforge library's.
 
-use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArrayDyn};
+use numpy::{
+    PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArrayDyn, PyUntypedArrayMethods,
+};
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
@@ -150,8 +152,9 @@ impl GGUFFile {
         self.file.tensor_by_name(name).is_some()
     }
 
-    /// The tensor's values, dequantized to float32, shaped in numpy order.
-    fn tensor<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    /// The tensor's values, dequantized to float32 (SIMD kernels; NF4_DQ with its state
+    /// tensor), shaped in numpy order.
+    fn dequantize<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
         let i = self.index(name)?;
         let values = py
             .allow_threads(|| qforge::convert::dequantize_tensor(&self.file, i))
@@ -160,10 +163,57 @@ impl GGUFFile {
         Ok(PyArray1::from_vec(py, values).reshape(shape)?.into_any())
     }
 
-    /// The tensor's stored bytes (a copy), as a uint8 array.
-    fn raw<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyArray1<u8>>> {
-        let i = self.index(name)?;
-        Ok(PyArray1::from_slice(py, self.file.tensor_data(i)))
+    /// The tensor's stored bytes as a read-only uint8 view of the mapped file (no copy); the
+    /// view keeps this file open.
+    fn raw<'py>(slf: &Bound<'py, Self>, name: &str) -> PyResult<Bound<'py, PyArray1<u8>>> {
+        let this = slf.get();
+        let i = this.index(name)?;
+        let view = numpy::ndarray::ArrayView1::from(this.file.tensor_data(i));
+        // SAFETY: the view points into the file's read-only mapping, which lives as long as
+        // `slf`; the array holds `slf` as its base object, so the mapping outlives the array.
+        let array = unsafe { PyArray1::borrow_from_array(&view, slf.clone().into_any()) };
+        // SAFETY: clearing WRITEABLE on an array we just created, before anyone else sees it;
+        // the mapping is read-only, so a write through the view would fault.
+        unsafe {
+            (*array.as_array_ptr()).flags &= !numpy::npyffi::NPY_ARRAY_WRITEABLE;
+        }
+        Ok(array)
+    }
+
+    /// Re-hash every tensor against the SHA-256 qforge stored: {"has_hashes", "hashed",
+    /// "mismatched": [tensor names]}.
+    fn verify<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let report = py
+            .allow_threads(|| qforge::convert::verify_hashes(&self.file))
+            .map_err(err)?;
+        let d = PyDict::new(py);
+        d.set_item("has_hashes", report.has_hashes)?;
+        d.set_item("hashed", report.hashed)?;
+        let bad: Vec<&str> = report.mismatched.iter().map(|m| m.name.as_str()).collect();
+        d.set_item("mismatched", bad)?;
+        Ok(d)
+    }
+
+    /// The `qforge inspect --json` document as a dict.
+    #[pyo3(signature = (full = false))]
+    fn inspect<'py>(&self, py: Python<'py>, full: bool) -> PyResult<Bound<'py, PyAny>> {
+        let doc = qforge::inspect::render_json(
+            self.file.header(),
+            qforge::inspect::InspectOptions {
+                tensors: true,
+                full,
+            },
+        );
+        py.import("json")?.call_method1("loads", (doc.to_string(),))
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        false
     }
 
     fn __repr__(&self) -> String {

@@ -5,6 +5,7 @@ bundled fixture, `GGUFFile` reads metadata and tensors exactly as gguf-py does, 
     python3 tests/python/test_api.py   (after pip install ./python; needs gguf from PyPI)
 """
 import os
+import json
 import shutil
 import subprocess
 import sys
@@ -63,9 +64,16 @@ class Wheel(unittest.TestCase):
             for info, t in zip(f.tensors, r.tensors):
                 self.assertEqual(info["type"], t.tensor_type.name)
                 self.assertEqual(tuple(info["shape"]), tuple(int(d) for d in reversed(t.shape)))
-                np.testing.assert_array_equal(f.raw(t.name), np.asarray(t.data).reshape(-1).view(np.uint8))
+                raw = f.raw(t.name)
+                np.testing.assert_array_equal(raw, np.asarray(t.data).reshape(-1).view(np.uint8))
+                # a view of the mapping, not a copy, and read-only
+                self.assertFalse(raw.flags.owndata)
+                self.assertFalse(raw.flags.writeable)
+                self.assertIs(raw.base, f)
+                with self.assertRaises(ValueError):
+                    raw[0] = 1
                 want = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
-                got = f.tensor(t.name)
+                got = f.dequantize(t.name)
                 self.assertEqual(got.shape, tuple(info["shape"]))
                 self.assertEqual(got.dtype, np.float32)
                 # ggml's dequantizers round the same way as qforge's, gguf-py's numpy may
@@ -74,7 +82,34 @@ class Wheel(unittest.TestCase):
             self.assertIn(f.tensors[0]["name"], f)
             self.assertNotIn("no.such.tensor", f)
             with self.assertRaises(KeyError):
-                f.tensor("no.such.tensor")
+                f.dequantize("no.such.tensor")
+
+    def test_verify_and_inspect(self):
+        with qforge.GGUFFile(self.q4k) as f:
+            v = f.verify()
+            self.assertEqual((v["has_hashes"], v["hashed"], v["mismatched"]), (True, len(f), []))
+            fourth = f.inspect()["tensors"][3]
+            name = f.tensors[3]["name"]
+        doc = qforge.inspect(self.q4k)
+        self.assertEqual(doc["tensors"][3], fourth)
+        self.assertIn(name, [t["name"] for t in doc["tensors"]])
+        cli = subprocess.run([shutil.which("qforge"), "inspect", self.q4k, "--json"], capture_output=True, text=True)
+        self.assertEqual(json.loads(cli.stdout), doc)
+        # flip a byte of one tensor in a copy: verify names it
+        bad = os.path.join(self.tmp, "flipped.gguf")
+        shutil.copy(self.q4k, bad)
+        with qforge.GGUFFile(bad) as f:
+            t = f.tensors[2]
+        r = gguf.GGUFReader(bad)
+        at = r.tensors[2].data_offset
+        with open(bad, "r+b") as fh:
+            fh.seek(at)
+            b = fh.read(1)
+            fh.seek(at)
+            fh.write(bytes([b[0] ^ 0x10]))
+        del r
+        with qforge.GGUFFile(bad) as f:
+            self.assertEqual(f.verify()["mismatched"], [t["name"]])
 
     def test_kernels_match_gguf_py(self):
         rng = np.random.default_rng(3)
