@@ -84,6 +84,22 @@ def edit_checks(h, args, fix, tmp):
         shards = r.stdout.split()
         if len(shards) < 3 or sorted(glob.glob(prefix + "-*.gguf")) != shards:
             raise AssertionError(f"shards: {shards}")
+        # gguf-py reads every shard: the tensors in order and byte for byte, the metadata in the
+        # first with gguf-split's key types
+        kv_whole, t_whole = h.read_gguf(q)
+        joined = []
+        for i, p in enumerate(shards):
+            kv, ts = h.read_gguf(p)
+            joined += ts
+            want = {"split.no": (["UINT16"], i), "split.count": (["UINT16"], len(shards)),
+                    "split.tensors.count": (["INT32"], len(t_whole))}
+            got = {k: kv.get(k) for k in want}
+            if got != want:
+                raise AssertionError(f"{p}: {got}")
+            if i == 0 and any(kv.get(k) != v for k, v in kv_whole.items() if k != "qforge.tensor_sha256"):
+                raise AssertionError("the first shard's metadata differs from the input's")
+        if joined != t_whole:
+            raise AssertionError("gguf-py reads different tensors from the shards")
         tokens = list(range(1, 40))
         whole = h.llama_logits(q, tokens)
         h.release(q)
@@ -108,6 +124,6 @@ def edit_checks(h, args, fix, tmp):
             v = h.run_qforge(qforge, "verify", p)
             if v.returncode != 0:
                 raise AssertionError(p + ": " + v.stdout + v.stderr)
-        return f"{len(shards)} shards: llama.cpp loads the first, logits identical to the whole file; refuses without the last; each verifies"
+        return f"{len(shards)} shards: gguf-py reads them (tensors and metadata), llama.cpp loads the first with logits identical to the whole file and refuses without the last; each verifies"
 
     h.check("split: llama.cpp loads the shards as one model", split, only)
