@@ -5,8 +5,6 @@
 //! test-quantize-fns' cos input) and random blocks with inf/NaN/subnormal scales. Every
 //! kernel tier this CPU has must give exactly ggml's bytes and values.
 
-use std::path::PathBuf;
-
 use qforge::gguf::GgmlType;
 use qforge::quant::iq4_nl::BlockIq4Nl;
 use qforge::quant::iq4_xs::BlockIq4Xs;
@@ -14,32 +12,8 @@ use qforge::quant::q4_k::BlockQ4K;
 use qforge::quant::q6_k::BlockQ6K;
 use qforge::quant::{dequantize_with, quantize_with, BlockFormat, Isa};
 
-fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/quant/kquant")
-}
-
-fn read(name: &str) -> Vec<u8> {
-    std::fs::read(dir().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-fn read_f32(name: &str) -> Vec<f32> {
-    read(name)
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
-}
-
-fn kinds() -> Vec<String> {
-    let m: serde_json::Value = serde_json::from_slice(&read("manifest.json")).unwrap();
-    assert_eq!(m["llama_cpp_python"], "0.3.36");
-    assert_eq!(m["row"], 256);
-    m["kinds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k.as_str().unwrap().to_string())
-        .collect()
-}
+mod kquant_fixture;
+use kquant_fixture::{kinds, read, read_f32};
 
 const TYPES: [(&str, GgmlType); 4] = [
     ("Q4_K", GgmlType::Q4K),

@@ -4,39 +4,13 @@
 //! from ggml's `dequantize_row_q{2,3}_K`, over the edge-case rows of manifest.json and over
 //! random blocks with inf/NaN/subnormal/±0 super-scales.
 
-use std::path::PathBuf;
-
 use qforge::gguf::GgmlType;
 use qforge::quant::q2_k::BlockQ2K;
 use qforge::quant::q3_k::BlockQ3K;
 use qforge::quant::{dequantize_with, quantize_with, BlockFormat, Isa};
 
-fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/quant/kquant")
-}
-
-fn read(name: &str) -> Vec<u8> {
-    std::fs::read(dir().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-fn read_f32(name: &str) -> Vec<f32> {
-    read(name)
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
-}
-
-fn kinds() -> Vec<String> {
-    let m: serde_json::Value = serde_json::from_slice(&read("manifest.json")).unwrap();
-    assert_eq!(m["llama_cpp_python"], "0.3.36");
-    assert_eq!(m["row"], 256);
-    m["kinds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k.as_str().unwrap().to_string())
-        .collect()
-}
+mod kquant_fixture;
+use kquant_fixture::{kinds, read, read_f32};
 
 const TYPES: [(&str, GgmlType, usize); 2] =
     [("Q2_K", GgmlType::Q2K, 84), ("Q3_K", GgmlType::Q3K, 110)];
