@@ -25,6 +25,11 @@ python3 tests/interop/run.py --qforge target/release/qforge --llama-tools target
 echo "== the Python wheel (pip install ./python: the qforge command and the numpy API)"
 # built from this tree and installed into a fresh virtualenv, as a user would
 rm -rf target/wheel-venv
-python3 -m venv target/wheel-venv
+# (Debian/Ubuntu ship venv separately: fall back to virtualenv from PyPI)
+python3 -m venv target/wheel-venv 2>/dev/null || {
+    rm -rf target/wheel-venv
+    python3 -m pip install --quiet --disable-pip-version-check virtualenv
+    python3 -m virtualenv --quiet target/wheel-venv
+}
 target/wheel-venv/bin/python -m pip install --quiet --disable-pip-version-check ./python gguf==0.19.0
 PATH="$PWD/target/wheel-venv/bin:$PATH" target/wheel-venv/bin/python tests/python/test_api.py

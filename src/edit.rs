@@ -159,6 +159,7 @@ pub(crate) fn copy_tensors(
         path: out.to_path_buf(),
         error: Box::new(e),
     };
+    let stored = stored_hashes(file)?;
     let specs: Vec<TensorSpec> = file.tensors()[range.clone()]
         .iter()
         .map(|t| TensorSpec {
@@ -178,7 +179,7 @@ pub(crate) fn copy_tensors(
         }
         file.release(i);
     }
-    if let Some(stored) = stored_hashes(file) {
+    if let Some(stored) = stored {
         let got = w.tensor_hashes();
         for (i, h) in range.clone().zip(got.iter()) {
             let hex = hex_digest(h);
@@ -195,11 +196,23 @@ pub(crate) fn copy_tensors(
     Ok(())
 }
 
-/// The per-tensor SHA-256 (hex) qforge stored in `file`, if it has them.
-pub(crate) fn stored_hashes(file: &GgufFile) -> Option<&[String]> {
-    match file.metadata().get(crate::convert::KEY_TENSOR_SHA256) {
-        Some(Value::Array(crate::gguf::Array::String(stored))) => Some(stored),
-        _ => None,
+/// The per-tensor SHA-256 (hex) qforge stored in `file`, if it has them; a list of the wrong
+/// length is refused (the file is damaged).
+pub(crate) fn stored_hashes(file: &GgufFile) -> Result<Option<&[String]>, EditError> {
+    let key = crate::convert::KEY_TENSOR_SHA256;
+    match file.metadata().get(key) {
+        Some(Value::Array(crate::gguf::Array::String(stored))) => {
+            if stored.len() != file.tensors().len() {
+                return Err(EditError::Refused(format!(
+                    "{}: key '{key}' has {} entries for {} tensors (the file is damaged; qforge verify tells more)",
+                    file.path().display(),
+                    stored.len(),
+                    file.tensors().len()
+                )));
+            }
+            Ok(Some(stored))
+        }
+        _ => Ok(None),
     }
 }
 

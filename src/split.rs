@@ -61,12 +61,29 @@ pub fn shard_path(prefix: &Path, index: usize, count: usize) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Write `file` as shards named after `prefix`; returns their paths. Every shard is written
-/// atomically, and when one fails the shards already written are removed, so a failed split
-/// leaves nothing under the output names.
+/// Write `file` as shards named after `prefix`; returns their paths. The set appears under
+/// the output names only when every shard is complete: a failed split leaves nothing there.
 pub fn split(file: &GgufFile, prefix: &Path, limit: SplitLimit) -> Result<Vec<PathBuf>, EditError> {
-    if let Some(Value::U16(count)) = file.metadata().get(KEY_SPLIT_COUNT) {
-        if *count > 1 {
+    if let Some(v) = file.metadata().get(KEY_SPLIT_COUNT) {
+        // gguf-split writes UINT16; another writer's integer type still marks a shard
+        let count: i128 = match v {
+            Value::U8(x) => (*x).into(),
+            Value::I8(x) => (*x).into(),
+            Value::U16(x) => (*x).into(),
+            Value::I16(x) => (*x).into(),
+            Value::U32(x) => (*x).into(),
+            Value::I32(x) => (*x).into(),
+            Value::U64(x) => (*x).into(),
+            Value::I64(x) => (*x).into(),
+            other => {
+                return Err(EditError::Refused(format!(
+                    "{}: key '{KEY_SPLIT_COUNT}' is {}, not an integer",
+                    file.path().display(),
+                    other.type_name()
+                )))
+            }
+        };
+        if count > 1 {
             return Err(EditError::Refused(format!(
                 "{} is a shard of a {count}-file split already; split the whole model instead",
                 file.path().display()
@@ -82,61 +99,101 @@ pub fn split(file: &GgufFile, prefix: &Path, limit: SplitLimit) -> Result<Vec<Pa
             u16::MAX
         )));
     }
-    let hashes = stored_hashes(file).map(|h| h.to_vec());
-    if let Some(h) = &hashes {
-        if h.len() != file.tensors().len() {
-            return Err(EditError::Refused(format!(
-                "{}: key '{KEY_TENSOR_SHA256}' has {} entries for {} tensors (the file is damaged; qforge verify tells more)",
-                file.path().display(),
-                h.len(),
-                file.tensors().len()
-            )));
-        }
-    }
+    let hashes = stored_hashes(file)?;
     let total = i32::try_from(file.tensors().len()).map_err(|_| {
         EditError::Refused(format!(
             "{}: too many tensors for split.tensors.count",
             file.path().display()
         ))
     })?;
-    let mut written = Vec::with_capacity(shards.len());
+    // Every shard is first written under a hidden temporary prefix and renamed into place
+    // only once all of them are complete, so a failure leaves neither a partial set nor a
+    // half-replaced earlier one under the output names.
+    let dir = match prefix.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = prefix
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "split".into());
+    let staging = dir.join(format!(".{name}.qforge-split-{}", std::process::id()));
+    let mut staged = Vec::with_capacity(shards.len());
+    let mut result = Ok(());
     for (i, range) in shards.iter().enumerate() {
-        let mut m = if i == 0 {
-            let mut m = file.metadata().clone();
-            m.remove(KEY_TENSOR_SHA256);
-            m.remove(KEY_SPLIT_NO);
-            m.remove(KEY_SPLIT_COUNT);
-            m.remove(KEY_SPLIT_TENSORS_COUNT);
-            m
-        } else {
-            Metadata::new()
-        };
-        let gguf = |e| EditError::Gguf {
-            path: file.path().to_path_buf(),
-            error: Box::new(e),
-        };
-        m.set(KEY_SPLIT_NO, Value::U16(i as u16)).map_err(gguf)?;
-        m.set(KEY_SPLIT_COUNT, Value::U16(shards.len() as u16))
-            .map_err(gguf)?;
-        m.set(KEY_SPLIT_TENSORS_COUNT, Value::I32(total))
-            .map_err(gguf)?;
-        if let Some(h) = &hashes {
-            m.set(
-                KEY_TENSOR_SHA256,
-                Value::Array(Array::String(h[range.clone()].to_vec())),
-            )
-            .map_err(gguf)?;
+        let path = shard_path(&staging, i, shards.len());
+        result = shard_metadata(file, i, shards.len(), total, hashes, range)
+            .and_then(|m| copy_tensors(file, &m, range.clone(), &path));
+        if result.is_err() {
+            break;
         }
-        let path = shard_path(prefix, i, shards.len());
-        if let Err(e) = copy_tensors(file, &m, range.clone(), &path) {
-            for p in &written {
-                let _ = std::fs::remove_file(p);
-            }
-            return Err(e);
-        }
-        written.push(path);
+        staged.push(path);
     }
-    Ok(written)
+    let finals: Vec<PathBuf> = (0..shards.len())
+        .map(|i| shard_path(prefix, i, shards.len()))
+        .collect();
+    if result.is_ok() {
+        for (from, to) in staged.iter().zip(&finals) {
+            if let Err(e) = std::fs::rename(from, to) {
+                result = Err(EditError::Refused(format!(
+                    "cannot move {} to {}: {e}",
+                    from.display(),
+                    to.display()
+                )));
+                break;
+            }
+        }
+    }
+    if let Err(e) = result {
+        for p in &staged {
+            let _ = std::fs::remove_file(p);
+        }
+        return Err(e);
+    }
+    Ok(finals)
+}
+
+/// The metadata of shard `i` of `count`: the input's (less its hashes and any split keys) in
+/// the first, then the split keys and, when the input has them, this shard's tensor hashes.
+fn shard_metadata(
+    file: &GgufFile,
+    i: usize,
+    count: usize,
+    total: i32,
+    hashes: Option<&[String]>,
+    range: &Range<usize>,
+) -> Result<Metadata, EditError> {
+    let mut m = if i == 0 {
+        let mut m = file.metadata().clone();
+        for key in [
+            KEY_TENSOR_SHA256,
+            KEY_SPLIT_NO,
+            KEY_SPLIT_COUNT,
+            KEY_SPLIT_TENSORS_COUNT,
+        ] {
+            m.remove(key);
+        }
+        m
+    } else {
+        Metadata::new()
+    };
+    let gguf = |e| EditError::Gguf {
+        path: file.path().to_path_buf(),
+        error: Box::new(e),
+    };
+    m.set(KEY_SPLIT_NO, Value::U16(i as u16)).map_err(gguf)?;
+    m.set(KEY_SPLIT_COUNT, Value::U16(count as u16))
+        .map_err(gguf)?;
+    m.set(KEY_SPLIT_TENSORS_COUNT, Value::I32(total))
+        .map_err(gguf)?;
+    if let Some(h) = hashes {
+        m.set(
+            KEY_TENSOR_SHA256,
+            Value::Array(Array::String(h[range.clone()].to_vec())),
+        )
+        .map_err(gguf)?;
+    }
+    Ok(m)
 }
 
 #[cfg(test)]

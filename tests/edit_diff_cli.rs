@@ -163,6 +163,7 @@ fn diff_shows_exactly_what_changed() {
         .filter(|(x, y)| x.ty != y.ty)
         .map(|(x, _)| x.name.as_str())
         .collect();
+    assert!(!retyped.is_empty(), "the requantization retyped nothing");
     let tensors = doc["tensors"].as_array().unwrap();
     assert_eq!(tensors.len(), retyped.len());
     for t in tensors {

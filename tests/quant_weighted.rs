@@ -43,10 +43,21 @@ fn differences(name: &str, ty: GgmlType) -> Vec<String> {
     let (kinds, variants) = kinds_and_variants();
     let x = f32s("input.f32");
     assert_eq!(x.len(), kinds.len() * 256);
+    assert_eq!(
+        variants.len(),
+        6,
+        "importance vector variants in the manifest"
+    );
     let mut bad = Vec::new();
     for v in &variants {
         let qw = f32s(&format!("imatrix.{v}.f32"));
+        assert_eq!(qw.len(), 256, "imatrix.{v}.f32");
         let want = std::fs::read(dir().join(format!("{name}.{v}.bin"))).unwrap();
+        assert_eq!(
+            want.len() as u64,
+            kinds.len() as u64 * ty.bytes_for(256).unwrap(),
+            "{name}.{v}.bin"
+        );
         let mut got = vec![0u8; want.len()];
         quantize_weighted(ty, &x, &qw, &mut got).unwrap();
         let per_row = want.len() / kinds.len();

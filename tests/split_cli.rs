@@ -100,7 +100,8 @@ fn split_by_tensor_count_cuts_like_gguf_split() {
     );
     // the output directory does not exist: a clear error and nothing written
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("out"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(s(&tmp.path().join("out"))), "{err}");
     std::fs::create_dir(tmp.path().join("out")).unwrap();
     let o = split_cmd(
         s(&src_path),
@@ -168,6 +169,13 @@ fn split_refuses_bad_limits_and_damaged_input() {
     ] {
         let o = split_cmd(s(&src_path), s(&prefix), &args);
         assert!(!o.status.success(), "{args:?} was accepted");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("--max-"), "{args:?}: {err}");
+        assert_eq!(
+            std::fs::read_dir(tmp.path()).unwrap().count(),
+            1,
+            "{args:?} wrote a file"
+        );
     }
     // flip one byte of the last tensor: the split fails on it, naming it, and removes the
     // shards it had already written

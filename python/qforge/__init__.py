@@ -4,6 +4,7 @@ The command line (`qforge convert|inspect|verify|edit|diff|split`) is the Rust C
 `GGUFFile` reads a GGUF file (memory-mapped) with its metadata as Python values and tensors as
 numpy arrays; `quantize`/`dequantize` run qforge's block kernels on numpy float32 arrays.
 """
+import signal
 import sys
 
 from ._qforge import GGUFFile, QforgeError, dequantize, quantize, run_cli, type_size
@@ -28,4 +29,7 @@ def convert(source, output, type="f16", *extra):
 
 def main():
     """The `qforge` console command."""
+    # Python's own SIGINT handler only sets a flag the Rust code never looks at: give Ctrl-C
+    # back its default action (the CLI's writers leave nothing under the output name).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     sys.exit(run_cli(sys.argv))

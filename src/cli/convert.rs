@@ -12,7 +12,8 @@ pub struct ConvertArgs {
     /// A Hugging Face model folder, a .safetensors file, a .gguf file, or a model id
     /// (`owner/name`) downloaded to the local Hugging Face cache.
     pub input: PathBuf,
-    /// Output type (f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k q4_k_s q4_k_m q6_k iq4_nl nf4).
+    /// Output type (f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_k q3_k_s q3_k_m q3_k_l q4_k q4_k_s
+    /// q4_k_m q5_k_s q5_k_m q6_k iq4_nl iq4_xs nf4).
     /// Default: the source precision.
     #[arg(short = 't', long = "type", value_parser = parse_recipe)]
     pub recipe: Option<Recipe>,

@@ -16,13 +16,21 @@ pub use plan::{
 pub use recipe::{parse_ggml_type, Recipe, TypeOverrides, RECIPE_NAMES};
 pub(crate) use run::gguf_row_f32;
 pub use run::{execute, RunOptions, RunReport};
+pub use verify::{verify_against, verify_hashes, HashCheck, TensorError, VerifyReport};
+
 /// All values of tensor `index` of `file` as f32, in ggml order (row by row), including
 /// NF4_DQ tensors (their state tensor is read from the same file).
 pub fn dequantize_tensor(
     file: &crate::gguf::GgufFile,
     index: usize,
 ) -> Result<Vec<f32>, ConvertError> {
-    let t = &file.tensors()[index];
+    let t = file.tensors().get(index).ok_or_else(|| {
+        ConvertError::Plan(format!(
+            "{}: no tensor {index} (the file has {})",
+            file.path().display(),
+            file.tensors().len()
+        ))
+    })?;
     let row_len = t.dims.first().copied().unwrap_or(1).max(1) as usize;
     let rows = (t.n_elements() / row_len as u64) as usize;
     let state = match t.ty {
@@ -35,8 +43,6 @@ pub fn dequantize_tensor(
     }
     Ok(out)
 }
-
-pub use verify::{verify_against, verify_hashes, HashCheck, TensorError, VerifyReport};
 
 use crate::arch::ArchError;
 use crate::gguf::GgufError;

@@ -82,7 +82,9 @@ def golden_fixtures(fix):
     """Fixtures with HF logits (the Llama fixtures have converter goldens only: run.py's
     model_checks test them against a numpy forward pass)."""
     d = os.path.join(fix, "golden-arch")
-    return sorted(n for n in os.listdir(d) if os.path.exists(os.path.join(d, n, "hf_logits.npy")))
+    names = sorted(n for n in os.listdir(d) if os.path.exists(os.path.join(d, n, "hf_logits.npy")))
+    assert len(names) == 11, f"fixtures/golden-arch: {len(names)} fixtures with HF logits, expected 11"
+    return names
 
 
 def arch_checks(h, args, name, fix, tmp):
@@ -172,6 +174,8 @@ def arch_checks(h, args, name, fix, tmp):
         err = np.abs(got - want).max() / scale
         top2 = np.sort(want, -1)[:, -2:]
         clear = (top2[:, 1] - top2[:, 0]) > 0.02 * scale
+        if clear.sum() == 0:
+            raise AssertionError("no position has a clear top-1 winner: the check would see nothing")
         agree = (got.argmax(-1) == want.argmax(-1))[clear].mean()
         # negative control: the same checkpoint with layer 0's attention output projection
         # negated (a weight the check must see, whatever norms follow it) has to miss by more

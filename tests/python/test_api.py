@@ -94,6 +94,7 @@ class Wheel(unittest.TestCase):
         self.assertEqual(doc["tensors"][3], fourth)
         self.assertIn(name, [t["name"] for t in doc["tensors"]])
         cli = subprocess.run([shutil.which("qforge"), "inspect", self.q4k, "--json"], capture_output=True, text=True)
+        self.assertEqual(cli.returncode, 0, cli.stderr)
         self.assertEqual(json.loads(cli.stdout), doc)
         # flip a byte of one tensor in a copy: verify names it
         bad = os.path.join(self.tmp, "flipped.gguf")
@@ -118,13 +119,15 @@ class Wheel(unittest.TestCase):
             ours = qforge.quantize(x, name)
             theirs = gguf.quants.quantize(x.reshape(16, 256), ty).reshape(-1)
             np.testing.assert_array_equal(ours, theirs, err_msg=name)
-        for name, ty in (("q8_0", T.Q8_0), ("q4_k", T.Q4_K), ("q6_k", T.Q6_K), ("iq4_xs", T.IQ4_XS), ("q2_k", T.Q2_K)):
+        # RMS error bounds: about twice what each type measures on these N(0, 0.05) values
+        for name, ty, bound in (("q8_0", T.Q8_0, 6e-4), ("q4_k", T.Q4_K, 8e-3), ("q6_k", T.Q6_K, 2e-3),
+                                ("iq4_xs", T.IQ4_XS, 8e-3), ("q2_k", T.Q2_K, 0.03)):
             blocks = qforge.quantize(x, name)
             self.assertEqual(blocks.nbytes, len(x) // qforge.type_size(name)[0] * qforge.type_size(name)[1])
             got = qforge.dequantize(blocks, name)
             want = gguf.quants.dequantize(blocks.reshape(16, -1), ty).reshape(-1)
             np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7, err_msg=name)
-            self.assertLess(np.sqrt(np.mean((got - x) ** 2)), 0.05 * 0.5, name)
+            self.assertLess(np.sqrt(np.mean((got - x) ** 2)), bound, name)
 
     def test_errors_name_the_cause(self):
         with self.assertRaises(qforge.QforgeError) as e:
@@ -139,8 +142,9 @@ class Wheel(unittest.TestCase):
         with self.assertRaises(qforge.QforgeError) as e:
             qforge.quantize(np.zeros(100, np.float32), "q4_k")
         self.assertIn("256", str(e.exception))
-        with self.assertRaises(qforge.QforgeError):
+        with self.assertRaises(qforge.QforgeError) as e:
             qforge.quantize(np.zeros(256, np.float32), "q9_9")
+        self.assertIn("q9_9", str(e.exception))
         with self.assertRaises(qforge.QforgeError):
             qforge.convert(os.path.join(self.tmp, "nowhere"), os.path.join(self.tmp, "x.gguf"))
         self.assertFalse(os.path.exists(os.path.join(self.tmp, "x.gguf")))
