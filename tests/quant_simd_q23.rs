@@ -236,3 +236,17 @@ fn sub_ranges_match_whole_buffer() {
         }
     }
 }
+
+/// On x86-64 with AVX2/FMA/F16C the SIMD tiers must really run (otherwise every comparison
+/// above would be the scalar code against itself).
+#[test]
+fn a_simd_tier_is_compared_where_the_cpu_has_one() {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+        && std::is_x86_feature_detected!("f16c")
+    {
+        assert!(Isa::available().contains(&Isa::Avx2));
+    }
+    assert_eq!(Isa::available()[0], Isa::Scalar);
+}

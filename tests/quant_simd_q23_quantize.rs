@@ -55,7 +55,7 @@ fn check_all_tiers(what: &str, x: &[f32]) -> usize {
                 "{name} {isa:?} {what}: blocks {bad:?} differ from scalar (first input {:?})",
                 &x[256 * bad[0]..256 * bad[0] + 16]
             );
-            compared += 1;
+            compared += usize::from(isa != Isa::Scalar);
         }
     }
     compared
@@ -237,7 +237,9 @@ fn random_blocks_equal_scalar() {
             compared += check_all_tiers(&format!("round {round}, {n} blocks"), &x);
         }
     }
-    assert!(compared >= 40 * BLOCK_COUNTS.len() * 2);
+    // every round compared each SIMD tier with the scalar code for both types
+    let simd_tiers = Isa::available().len() - 1;
+    assert_eq!(compared, 40 * BLOCK_COUNTS.len() * 2 * simd_tiers);
 }
 
 /// Every kind of random block, many times, one kind per call.
@@ -303,4 +305,18 @@ fn bulk_random_blocks_equal_scalar() {
             .collect();
         check_all_tiers(&format!("bulk kind {kind}"), &x);
     }
+}
+
+/// On x86-64 with AVX2/FMA/F16C the SIMD tiers above must really run (otherwise every
+/// comparison would be the scalar code against itself).
+#[test]
+fn a_simd_tier_is_compared_where_the_cpu_has_one() {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+        && std::is_x86_feature_detected!("f16c")
+    {
+        assert!(Isa::available().contains(&Isa::Avx2));
+    }
+    assert_eq!(Isa::available()[0], Isa::Scalar);
 }

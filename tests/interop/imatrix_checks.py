@@ -70,7 +70,16 @@ def imatrix_checks(h, args, fix, tmp):
                         raise AssertionError("; ".join(problems))
                     kv, tensors = h.read_gguf(ref)
                     keys = sorted(k for k in kv if k.startswith("quantize.imatrix."))
-                    return f"{len(tensors)} tensors and metadata identical from safetensors and from f16 ({keys})"
+                    entries = kv.get("quantize.imatrix.entries_count", (None, 0))[1]
+                    if not entries:
+                        raise AssertionError(f"llama-quantize used no importance entries ({keys})")
+                    # negative control: the matrix changes the bytes, so identity above is
+                    # identity of the weighted quantizers, not of two runs that ignored it
+                    plain = os.path.join(work, f"{ty}-{fmt}-plain.gguf")
+                    h.convert(qforge, f16, ty, plain)
+                    if h.read_gguf(plain)[1] == tensors:
+                        raise AssertionError("the same bytes without --imatrix: the check cannot see the matrix")
+                    return f"{len(tensors)} tensors and metadata identical from safetensors and from f16 ({keys}, {entries} entries; differs without the matrix)"
 
                 h.check(f"{label}: {ty} --imatrix ({fmt}) equals llama-quantize --imatrix", identical, only)
 
