@@ -15,7 +15,7 @@ pub use plan::{
 };
 pub use recipe::{parse_ggml_type, Recipe, TypeOverrides, RECIPE_NAMES};
 pub(crate) use run::gguf_row_f32;
-pub use run::{execute, RunOptions, RunReport};
+pub use run::{execute, ProgressFn, RunOptions, RunReport};
 pub use verify::{verify_against, verify_hashes, HashCheck, TensorError, VerifyReport};
 
 /// All values of tensor `index` of `file` as f32, in ggml order (row by row), including
@@ -73,6 +73,8 @@ pub enum ConvertError {
         value: f32,
         what: String,
     },
+    #[error("cancelled")]
+    Cancelled,
     #[error("tensor '{tensor}': {source}")]
     Quant {
         tensor: String,

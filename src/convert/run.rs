@@ -6,6 +6,8 @@
 //! chunk is a whole number of rows and rows are quantized independently.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -20,8 +22,12 @@ use crate::source::SourceDtype;
 use super::plan::{Input, Plan, PlannedTensor, TensorSource, KEY_TENSOR_SHA256};
 use super::ConvertError;
 
+/// Called after each written chunk with (tensor-data bytes written, total); returning `false`
+/// cancels the run. Runs on the writer thread, so it should be quick.
+pub type ProgressFn = dyn Fn(u64, u64) -> bool + Send + Sync;
+
 /// Execution settings.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RunOptions {
     /// Worker threads (0 = all cores).
     pub threads: usize,
@@ -29,6 +35,23 @@ pub struct RunOptions {
     pub chunk_elements: usize,
     /// Draw a progress bar on stderr.
     pub progress: bool,
+    /// Progress callback (see [`ProgressFn`]).
+    pub on_progress: Option<Arc<ProgressFn>>,
+    /// Set from any thread to stop the run: it ends with [`ConvertError::Cancelled`] and
+    /// leaves nothing under the output name.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("threads", &self.threads)
+            .field("chunk_elements", &self.chunk_elements)
+            .field("progress", &self.progress)
+            .field("on_progress", &self.on_progress.is_some())
+            .field("cancel", &self.cancel)
+            .finish()
+    }
 }
 
 impl Default for RunOptions {
@@ -37,7 +60,17 @@ impl Default for RunOptions {
             threads: 0,
             chunk_elements: 1 << 20,
             progress: false,
+            on_progress: None,
+            cancel: None,
         }
+    }
+}
+
+impl RunOptions {
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
     }
 }
 
@@ -90,6 +123,8 @@ pub fn execute(
     let sizes: Vec<u64> = plan.tensors.iter().map(|t| t.n_bytes()).collect();
     let n_hash = threads.clamp(1, 8);
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2 * threads);
+    // Raised by a cancelling callback or `opts.cancel`; every stage checks it between chunks.
+    let stop = AtomicBool::new(opts.cancelled());
     let (produced, written, hashes) = std::thread::scope(|s| {
         let bar = &bar;
         let sizes = &sizes;
@@ -114,12 +149,27 @@ pub fn execute(
                 done
             }));
         }
-        let handle = s.spawn(move || -> Result<GgufFileWriter, crate::gguf::GgufError> {
+        let stop = &stop;
+        let total = plan.data_bytes();
+        let handle = s.spawn(move || -> Result<GgufFileWriter, ConvertError> {
+            let mut done = 0u64;
             for bytes in rx {
                 let index = writer.current_tensor();
-                writer.write_tensor_data(&bytes)?;
+                writer
+                    .write_tensor_data(&bytes)
+                    .map_err(|e| ConvertError::output(out, e))?;
+                done += bytes.len() as u64;
                 if let Some(b) = bar {
                     b.inc(bytes.len() as u64);
+                }
+                if let Some(f) = &opts.on_progress {
+                    if !f(done, total) {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+                if stop.load(Ordering::Relaxed) || opts.cancelled() {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(ConvertError::Cancelled);
                 }
                 if let Some(i) = index {
                     // a hasher only stops early if the scope is unwinding
@@ -128,7 +178,7 @@ pub fn execute(
             }
             Ok(writer)
         });
-        let produced = produce_all(plan, input, opts, threads, &pool, &tx);
+        let produced = produce_all(plan, input, opts, threads, &pool, &tx, stop);
         drop(tx);
         let written = handle.join().expect("the writer thread does not panic");
         let mut hashes = vec![<[u8; 32]>::from(Sha256::digest([])); plan.tensors.len()];
@@ -139,8 +189,11 @@ pub fn execute(
         }
         (produced, written, hashes)
     });
+    if stop.load(Ordering::Relaxed) || opts.cancelled() {
+        return Err(ConvertError::Cancelled); // the unfinished writer deletes its temp file
+    }
     let mut writer = match (produced, written) {
-        (_, Err(e)) => return Err(ConvertError::output(out, e)),
+        (_, Err(e)) => return Err(e),
         (Err(e), Ok(_)) => return Err(e),
         (Ok(()), Ok(w)) => w,
     };
@@ -169,8 +222,12 @@ fn produce_all(
     threads: usize,
     pool: &rayon::ThreadPool,
     tx: &std::sync::mpsc::SyncSender<Vec<u8>>,
+    stop: &AtomicBool,
 ) -> Result<(), ConvertError> {
-    let send = |bytes: Vec<u8>| -> bool { tx.send(bytes).is_ok() };
+    // false once the writer has gone away or the run is cancelled
+    let send = |bytes: Vec<u8>| -> bool {
+        !stop.load(Ordering::Relaxed) && !opts.cancelled() && tx.send(bytes).is_ok()
+    };
     // The state of the last NF4_DQ tensor, written as the companion tensor that follows it.
     let mut pending_state: Option<Vec<f32>> = None;
     for t in &plan.tensors {
