@@ -6,7 +6,7 @@
 //! chunk is a whole number of rows and rows are quantized independently.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use sha2::{Digest, Sha256};
 
-use crate::arch::ValueOp;
+use crate::arch::{Transform, ValueOp};
 use crate::gguf::{Array, GgmlType, GgufFileWriter, TensorSpec, Value};
 use crate::quant;
 use crate::source::SourceDtype;
@@ -87,7 +87,129 @@ fn hex(h: &[u8; 32]) -> String {
     h.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// One unit of work: output rows `[r0, r1)` of tensor `tensor` (for the NF4_DQ state
+/// companion: the whole state).
+#[derive(Clone, Copy, Debug)]
+struct Job {
+    tensor: usize,
+    r0: usize,
+    r1: usize,
+    /// The job ends its tensor.
+    last: bool,
+}
+
+/// A produced chunk: output bytes of its own, or (the copy path) the source's mapped bytes.
+enum Chunk<'a> {
+    Owned(Vec<u8>),
+    Mapped(&'a [u8]),
+}
+
+impl std::ops::Deref for Chunk<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Chunk::Owned(v) => v,
+            Chunk::Mapped(s) => s,
+        }
+    }
+}
+
+/// NF4 with double quantization needs every block's absmax before the first block can be
+/// written (the offset is their mean); computed once per tensor by the first worker to need
+/// it, dropped when the state companion has been written.
+enum DqSlot {
+    Empty,
+    Ready(Arc<DqData>),
+    Failed(String),
+}
+
+struct DqData {
+    absmax: Vec<f32>,
+    codes: Vec<u8>,
+    state: Vec<f32>,
+}
+
+/// A counting semaphore over amounts (chunks, or bytes) that can be closed (waiters then give
+/// up): it bounds what is in flight between two pipeline stages, so memory stays bounded
+/// whatever the model size.
+struct Window {
+    free: std::sync::Mutex<(usize, bool)>,
+    cv: std::sync::Condvar,
+    capacity: usize,
+}
+
+impl Window {
+    fn new(capacity: usize) -> Window {
+        Window {
+            free: std::sync::Mutex::new((capacity, false)),
+            cv: std::sync::Condvar::new(),
+            capacity,
+        }
+    }
+    /// Take `n` (an amount above the capacity waits for all of it); `false` once closed.
+    fn acquire(&self, n: usize) -> bool {
+        let n = n.min(self.capacity);
+        let mut g = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        while g.0 < n && !g.1 {
+            g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        if g.1 {
+            return false;
+        }
+        g.0 -= n;
+        true
+    }
+    fn release(&self, n: usize) {
+        let n = n.min(self.capacity);
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).0 += n;
+        self.cv.notify_all();
+    }
+    fn close(&self) {
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.cv.notify_all();
+    }
+}
+
+/// Bytes written but not yet hashed, per hashing thread: mapped source pages or output
+/// buffers held until their hash is taken.
+const HASH_BUDGET_PER_THREAD: usize = 48 << 20;
+
+/// Closes the windows if a pipeline thread unwinds, so no other thread waits forever.
+struct CloseOnPanic<'a>(&'a [&'a Window], &'a AtomicBool);
+
+impl Drop for CloseOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.1.store(true, Ordering::Relaxed);
+            self.0.iter().for_each(|w| w.close());
+        }
+    }
+}
+
+/// Time spent per stage, summed over threads (`QFORGE_PROFILE=1` prints it).
+#[derive(Default)]
+struct StageTimes {
+    produce_ns: AtomicU64,
+    write_ns: AtomicU64,
+    writer_wait_ns: AtomicU64,
+    hash_ns: AtomicU64,
+}
+
+impl StageTimes {
+    fn add(counter: &AtomicU64, since: Instant) {
+        counter.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
 /// Run `plan` over `input`, writing `out` atomically (a temp file renamed at the end).
+///
+/// The pipeline: `threads` workers claim jobs (row chunks of every tensor, in file order,
+/// across tensor boundaries) from one counter and produce them without waiting for each
+/// other; the calling thread writes the chunks strictly in order; after writing, each chunk
+/// goes to a hashing thread (tensor `i` to thread `i mod n`, so a tensor's chunks are hashed
+/// in order) which also drops the source pages no later chunk needs. At most `window` chunks
+/// are between a worker and the writer, so memory is bounded by threads × chunk whatever the
+/// model size, and the output bytes never depend on the thread count.
 pub fn execute(
     plan: &Plan,
     input: &Input,
@@ -100,6 +222,9 @@ pub fn execute(
     } else {
         opts.threads
     };
+    let jobs = plan_jobs(plan, opts.chunk_elements)?;
+    // the NF4_DQ tensor each state companion belongs to
+    let dq_owner = nf4_owners(plan)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -115,88 +240,181 @@ pub fn execute(
         .collect();
     let mut writer = GgufFileWriter::create(out, &plan.metadata, &specs, plan.alignment)
         .map_err(|e| ConvertError::output(out, e))?;
-    let bar = progress_bar(opts.progress, plan.data_bytes());
-    // The writer thread only writes; each written chunk then goes to one of `n_hash` hashing
-    // threads (tensor i to thread i mod n_hash, so a tensor's chunks are hashed in order), so
-    // SHA-256 runs off the write path and over several tensors at once.
     writer.disable_hashing();
-    let sizes: Vec<u64> = plan.tensors.iter().map(|t| t.n_bytes()).collect();
-    let n_hash = threads.clamp(1, 8);
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2 * threads);
-    // Raised by a cancelling callback or `opts.cancel`; every stage checks it between chunks.
+    let bar = progress_bar(opts.progress, plan.data_bytes());
+    let total = plan.data_bytes();
+    let window = Window::new(2 * threads + 2);
+    // Raised by a cancelling callback, `opts.cancel`, an error or a panic.
     let stop = AtomicBool::new(opts.cancelled());
-    let (produced, written, hashes) = std::thread::scope(|s| {
-        let bar = &bar;
-        let sizes = &sizes;
+    let next_job = AtomicUsize::new(0);
+    let dq_slots: Vec<std::sync::Mutex<DqSlot>> = plan
+        .tensors
+        .iter()
+        .map(|_| std::sync::Mutex::new(DqSlot::Empty))
+        .collect();
+    // output buffers handed back by the hashers for the workers to reuse: fresh memory is
+    // slow to back, and a chunk's buffer is the same size as the next one's
+    let buffers: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+    let times = StageTimes::default();
+    let n_hash = threads.clamp(1, 8);
+    let hash_budget = Window::new(HASH_BUDGET_PER_THREAD * n_hash);
+
+    let ctx = Worker {
+        plan,
+        input,
+        jobs: &jobs,
+        dq_owner: &dq_owner,
+        dq_slots: &dq_slots,
+        buffers: &buffers,
+        pool: &pool,
+        times: &times,
+        lookahead: 2 * threads + 2,
+    };
+    let result = std::thread::scope(|s| {
+        let (done_tx, done_rx) =
+            std::sync::mpsc::channel::<(usize, Result<Chunk<'_>, ConvertError>)>();
+        for _ in 0..threads {
+            let done_tx = done_tx.clone();
+            let (window, stop, next_job, ctx) = (&window, &stop, &next_job, &ctx);
+            s.spawn(move || {
+                let _guard = CloseOnPanic(&[window], stop);
+                let mut scratch = Scratch::default();
+                // Every claimed job is finished and sent (the writer waits for jobs in
+                // order, and all claimed jobs precede any unclaimed one).
+                while !stop.load(Ordering::Relaxed) && !opts.cancelled() && window.acquire(1) {
+                    if stop.load(Ordering::Relaxed) || opts.cancelled() {
+                        break;
+                    }
+                    let k = next_job.fetch_add(1, Ordering::Relaxed);
+                    if k >= ctx.jobs.len() {
+                        break;
+                    }
+                    ctx.read_ahead(k + ctx.lookahead);
+                    let t0 = Instant::now();
+                    let chunk = ctx.produce(k, &mut scratch);
+                    StageTimes::add(&ctx.times.produce_ns, t0);
+                    // after an error no new job is claimed: the writer reports the first
+                    // failing job in file order (every job before it is claimed, so done)
+                    let failed = chunk.is_err();
+                    if failed {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    if done_tx.send((k, chunk)).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
         let mut hash_tx = Vec::with_capacity(n_hash);
         let mut hashers = Vec::with_capacity(n_hash);
         for _ in 0..n_hash {
-            let (htx, hrx) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>)>(4);
+            let (htx, hrx) = std::sync::mpsc::channel::<(Job, Chunk<'_>)>();
             hash_tx.push(htx);
+            let (window, stop, ctx, hash_budget) = (&window, &stop, &ctx, &hash_budget);
             hashers.push(s.spawn(move || {
-                let mut open: std::collections::HashMap<usize, (Sha256, u64)> =
-                    std::collections::HashMap::new();
+                let _guard = CloseOnPanic(&[window, hash_budget], stop);
+                let mut open: std::collections::HashMap<usize, Sha256> = Default::default();
                 let mut done = Vec::new();
-                for (i, bytes) in hrx {
-                    let e = open.entry(i).or_insert_with(|| (Sha256::new(), 0));
-                    e.0.update(&bytes);
-                    e.1 += bytes.len() as u64;
-                    if e.1 == sizes[i] {
-                        let (h, _) = open.remove(&i).expect("just used");
-                        done.push((i, <[u8; 32]>::from(h.finalize())));
+                for (job, bytes) in hrx {
+                    let t0 = Instant::now();
+                    open.entry(job.tensor).or_default().update(&*bytes);
+                    StageTimes::add(&ctx.times.hash_ns, t0);
+                    ctx.release_source(job);
+                    if job.last {
+                        let h = open.remove(&job.tensor).unwrap_or_default();
+                        done.push((job.tensor, <[u8; 32]>::from(h.finalize())));
+                    }
+                    hash_budget.release(bytes.len());
+                    if let Chunk::Owned(v) = bytes {
+                        ctx.give_back(v);
                     }
                 }
                 done
             }));
         }
-        let stop = &stop;
-        let total = plan.data_bytes();
-        let handle = s.spawn(move || -> Result<GgufFileWriter, ConvertError> {
-            let mut done = 0u64;
-            for bytes in rx {
-                let index = writer.current_tensor();
+        let written = (|| -> Result<(), ConvertError> {
+            let mut pending: std::collections::BTreeMap<usize, Result<Chunk<'_>, ConvertError>> =
+                Default::default();
+            let mut done_bytes = 0u64;
+            for (k, job) in jobs.iter().enumerate() {
+                let t0 = Instant::now();
+                let chunk = loop {
+                    if let Some(c) = pending.remove(&k) {
+                        break c;
+                    }
+                    match done_rx.recv() {
+                        Ok((i, c)) if i == k => break c,
+                        Ok((i, c)) => {
+                            pending.insert(i, c);
+                        }
+                        // every worker has stopped before producing job k: cancelled
+                        Err(_) => return Err(ConvertError::Cancelled),
+                    }
+                };
+                StageTimes::add(&times.writer_wait_ns, t0);
+                let chunk = chunk?;
+                let t0 = Instant::now();
                 writer
-                    .write_tensor_data(&bytes)
+                    .write_tensor_data(&chunk)
                     .map_err(|e| ConvertError::output(out, e))?;
-                done += bytes.len() as u64;
-                if let Some(b) = bar {
-                    b.inc(bytes.len() as u64);
-                }
-                if let Some(f) = &opts.on_progress {
-                    if !f(done, total) {
-                        stop.store(true, Ordering::Relaxed);
+                StageTimes::add(&times.write_ns, t0);
+                window.release(1);
+                done_bytes += chunk.len() as u64;
+                if job.last {
+                    if let Some(owner) = dq_owner[job.tensor] {
+                        // the state companion is out: the owner's block data is not needed
+                        *dq_slots[owner].lock().unwrap_or_else(|e| e.into_inner()) = DqSlot::Empty;
                     }
                 }
-                if stop.load(Ordering::Relaxed) || opts.cancelled() {
-                    stop.store(true, Ordering::Relaxed);
+                if let Some(b) = &bar {
+                    b.inc(chunk.len() as u64);
+                }
+                if let Some(f) = &opts.on_progress {
+                    if !f(done_bytes, total) {
+                        return Err(ConvertError::Cancelled);
+                    }
+                }
+                if opts.cancelled() {
                     return Err(ConvertError::Cancelled);
                 }
-                if let Some(i) = index {
-                    // a hasher only stops early if the scope is unwinding
-                    let _ = hash_tx[i % n_hash].send((i, bytes));
+                // The writer runs ahead of the hashers by up to the budget, so a slow hash
+                // of one tensor does not hold up the writing (or the hashing of the next).
+                if !hash_budget.acquire(chunk.len()) {
+                    return Err(ConvertError::Cancelled); // closed: a hasher unwound
                 }
+                // a hasher only goes away if the scope is unwinding
+                let _ = hash_tx[job.tensor % n_hash].send((*job, chunk));
             }
-            Ok(writer)
-        });
-        let produced = produce_all(plan, input, opts, threads, &pool, &tx, stop);
-        drop(tx);
-        let written = handle.join().expect("the writer thread does not panic");
+            Ok(())
+        })();
+        if written.is_err() {
+            stop.store(true, Ordering::Relaxed);
+            window.close();
+        }
+        drop(done_rx);
+        drop(hash_tx);
         let mut hashes = vec![<[u8; 32]>::from(Sha256::digest([])); plan.tensors.len()];
         for h in hashers {
             for (i, d) in h.join().expect("a hashing thread does not panic") {
                 hashes[i] = d;
             }
         }
-        (produced, written, hashes)
+        written.map(|()| hashes)
     });
-    if stop.load(Ordering::Relaxed) || opts.cancelled() {
-        return Err(ConvertError::Cancelled); // the unfinished writer deletes its temp file
+    if std::env::var_os("QFORGE_PROFILE").is_some() {
+        let secs = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64 / 1e9;
+        eprintln!(
+            "profile: wall {:.3}s; produce {:.3}s over {threads} workers; write {:.3}s \
+             (writer waited {:.3}s for chunks); hash {:.3}s over {n_hash} threads",
+            start.elapsed().as_secs_f64(),
+            secs(&times.produce_ns),
+            secs(&times.write_ns),
+            secs(&times.writer_wait_ns),
+            secs(&times.hash_ns),
+        );
     }
-    let mut writer = match (produced, written) {
-        (_, Err(e)) => return Err(e),
-        (Err(e), Ok(_)) => return Err(e),
-        (Ok(()), Ok(w)) => w,
-    };
+    let hashes = result?; // on error the unfinished writer deletes its temp file
     let hex_hashes: Vec<String> = hashes.iter().map(hex).collect();
     writer
         .patch_value(KEY_TENSOR_SHA256, &Value::Array(Array::String(hex_hashes)))
@@ -213,107 +431,371 @@ pub fn execute(
     })
 }
 
-/// Compute every tensor's bytes in order and hand them to the writer thread. Returns early
-/// (with `Ok`) if the writer has gone away; its own error is reported by the caller.
-fn produce_all(
-    plan: &Plan,
-    input: &Input,
-    opts: &RunOptions,
-    threads: usize,
-    pool: &rayon::ThreadPool,
-    tx: &std::sync::mpsc::SyncSender<Vec<u8>>,
-    stop: &AtomicBool,
-) -> Result<(), ConvertError> {
-    // false once the writer has gone away or the run is cancelled
-    let send = |bytes: Vec<u8>| -> bool {
-        !stop.load(Ordering::Relaxed) && !opts.cancelled() && tx.send(bytes).is_ok()
-    };
-    // The state of the last NF4_DQ tensor, written as the companion tensor that follows it.
-    let mut pending_state: Option<Vec<f32>> = None;
-    for t in &plan.tensors {
-        if let TensorSource::Nf4DqState = t.source {
-            let values = pending_state.take().ok_or_else(|| {
-                ConvertError::Plan(format!("tensor '{}': no NF4_DQ tensor before it", t.name))
-            })?;
-            let mut bytes = vec![0u8; values.len() * 4];
-            quant::float::f32_to_le_bytes(&values, &mut bytes);
-            if !send(bytes) {
-                return Ok(());
-            }
+/// Every tensor's row chunks, in file order. A chunk is a whole number of rows of about
+/// `chunk_elements` elements; the NF4_DQ state companion is one job.
+fn plan_jobs(plan: &Plan, chunk_elements: usize) -> Result<Vec<Job>, ConvertError> {
+    let mut jobs = Vec::new();
+    for (i, t) in plan.tensors.iter().enumerate() {
+        let n_rows = t.n_rows();
+        if matches!(t.source, TensorSource::Nf4DqState) || n_rows == 0 {
+            jobs.push(Job {
+                tensor: i,
+                r0: 0,
+                r1: n_rows,
+                last: true,
+            });
             continue;
         }
-        let rows_per_chunk = (opts.chunk_elements / t.row_len().max(1)).max(1);
-        let n_rows = t.n_rows();
-        let chunks: Vec<(usize, usize)> = (0..n_rows)
-            .step_by(rows_per_chunk)
-            .map(|r0| (r0, (r0 + rows_per_chunk).min(n_rows)))
-            .collect();
-        // NF4 with double quantization needs every block's absmax before the first block can
-        // be written (the offset is their mean): one extra read pass, O(elements / block).
-        let dq = match t.ty {
-            GgmlType::Nf4Dq { block } => {
-                let mut absmax = Vec::with_capacity(t.n_elements() as usize / block as usize);
-                for wave in chunks.chunks(threads) {
-                    let parts: Vec<Vec<f32>> = pool.install(|| {
-                        wave.par_iter()
-                            .map(|&(r0, r1)| {
-                                let v = source_rows(t, input, r0, r1)?;
-                                Ok(quant::nf4::block_absmax(&v, block as usize))
-                            })
-                            .collect::<Result<Vec<_>, ConvertError>>()
-                    })?;
-                    parts.into_iter().for_each(|p| absmax.extend(p));
-                }
-                let (state, codes) = quant::nf4::double_quantize(&absmax);
-                pending_state = Some(state.to_values());
-                Some((absmax, codes))
-            }
-            _ => None,
-        };
-        for wave in chunks.chunks(threads) {
-            let produced: Vec<Vec<u8>> = pool.install(|| {
-                wave.par_iter()
-                    .map(|&(r0, r1)| produce_rows(t, input, r0, r1, dq.as_ref()))
-                    .collect::<Result<Vec<_>, _>>()
-            })?;
-            for bytes in produced {
-                if !send(bytes) {
-                    return Ok(());
-                }
-            }
-            // Resident memory must not grow with the tensor: drop the source pages that no
-            // later chunk needs.
-            if let Input::Checkpoint(ck) = input {
-                let done_rows = wave.last().map_or(0, |c| c.1);
-                let src_rows = t.transform.source_rows_done(done_rows, n_rows);
-                match &t.source {
-                    TensorSource::Safetensors(src) => {
-                        ck.release_prefix(src, src_rows * t.row_len())
-                    }
-                    TensorSource::Stacked(parts) => {
-                        // experts finished by this wave (not those released by earlier waves)
-                        let per = (n_rows / parts.len().max(1)).max(1);
-                        let before = wave.first().map_or(0, |c| c.0);
-                        let before = t.transform.source_rows_done(before, n_rows) / per;
-                        let now = (src_rows / per).min(parts.len());
-                        parts[before.min(now)..now]
-                            .iter()
-                            .for_each(|p| ck.release(p));
-                    }
-                    _ => {}
-                }
-            }
+        let rows_per_chunk = (chunk_elements / t.row_len().max(1)).max(1);
+        let mut r0 = 0;
+        while r0 < n_rows {
+            let r1 = (r0 + rows_per_chunk).min(n_rows);
+            jobs.push(Job {
+                tensor: i,
+                r0,
+                r1,
+                last: r1 == n_rows,
+            });
+            r0 = r1;
         }
-        match (input, &t.source) {
-            (Input::Checkpoint(ck), TensorSource::Safetensors(src)) => ck.release(src),
-            (Input::Checkpoint(ck), TensorSource::Stacked(parts)) => {
-                parts.iter().for_each(|p| ck.release(p))
+    }
+    Ok(jobs)
+}
+
+/// For each NF4_DQ state companion, the NF4_DQ tensor before it.
+fn nf4_owners(plan: &Plan) -> Result<Vec<Option<usize>>, ConvertError> {
+    let mut last_dq = None;
+    plan.tensors
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if let GgmlType::Nf4Dq { .. } = t.ty {
+                last_dq = Some(i);
             }
-            (Input::Gguf(g), TensorSource::Gguf { index, .. }) => g.release(*index),
+            match t.source {
+                TensorSource::Nf4DqState => last_dq.take().map(Some).ok_or_else(|| {
+                    ConvertError::Plan(format!("tensor '{}': no NF4_DQ tensor before it", t.name))
+                }),
+                _ => Ok(None),
+            }
+        })
+        .collect()
+}
+
+/// A worker's reusable buffers.
+#[derive(Default)]
+struct Scratch {
+    values: Vec<f32>,
+    half: Vec<u8>,
+}
+
+/// What the pipeline threads share.
+struct Worker<'a> {
+    plan: &'a Plan,
+    input: &'a Input,
+    jobs: &'a [Job],
+    dq_owner: &'a [Option<usize>],
+    dq_slots: &'a [std::sync::Mutex<DqSlot>],
+    buffers: &'a std::sync::Mutex<Vec<Vec<u8>>>,
+    pool: &'a rayon::ThreadPool,
+    times: &'a StageTimes,
+    lookahead: usize,
+}
+
+impl<'a> Worker<'a> {
+    fn take_buffer(&self, n: usize) -> Vec<u8> {
+        let mut v = self
+            .buffers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default();
+        // callers overwrite every byte; a reused buffer of the same length needs no clearing
+        v.resize(n, 0);
+        v
+    }
+
+    fn give_back(&self, v: Vec<u8>) {
+        let mut b = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
+        if b.len() < 64 {
+            b.push(v);
+        }
+    }
+
+    /// Start reading job `k`'s source from disk before a worker needs it.
+    fn read_ahead(&self, k: usize) {
+        let (Some(job), Input::Checkpoint(ck)) = (self.jobs.get(k), self.input) else {
+            return;
+        };
+        let t = &self.plan.tensors[job.tensor];
+        if let TensorSource::Safetensors(src) = &t.source {
+            // a row permutation stays within a head, so the chunk's rows widened to whole
+            // heads cover it; the plain case is exactly the chunk
+            let n_rows = t.n_rows();
+            let a = t.transform.source_rows_done(job.r0, n_rows);
+            let b = if job.r1 == n_rows {
+                n_rows
+            } else {
+                t.transform.source_rows_done(job.r1, n_rows).max(job.r1)
+            };
+            ck.will_need(src, a * t.row_len(), b * t.row_len());
+        }
+    }
+
+    /// Drop the source pages that no chunk after `job` needs (called once `job` is written
+    /// and hashed; a tensor's jobs arrive in order).
+    fn release_source(&self, job: Job) {
+        let t = &self.plan.tensors[job.tensor];
+        let n_rows = t.n_rows();
+        match (self.input, &t.source) {
+            (Input::Checkpoint(ck), TensorSource::Safetensors(src)) => {
+                if job.last {
+                    ck.release(src);
+                } else {
+                    let rows = t.transform.source_rows_done(job.r1, n_rows);
+                    ck.release_prefix(src, rows * t.row_len());
+                }
+            }
+            (Input::Checkpoint(ck), TensorSource::Stacked(parts)) => {
+                // experts finished by this chunk (not those released by earlier chunks)
+                let per = (n_rows / parts.len().max(1)).max(1);
+                let before = t.transform.source_rows_done(job.r0, n_rows) / per;
+                let now = if job.last {
+                    parts.len()
+                } else {
+                    (t.transform.source_rows_done(job.r1, n_rows) / per).min(parts.len())
+                };
+                parts[before.min(now)..now]
+                    .iter()
+                    .for_each(|p| ck.release(p));
+            }
+            (Input::Gguf(g), TensorSource::Gguf { index, .. }) if job.last => g.release(*index),
             _ => {}
         }
     }
-    Ok(())
+
+    /// Output bytes of job `k`.
+    fn produce(&self, k: usize, scratch: &mut Scratch) -> Result<Chunk<'a>, ConvertError> {
+        let job = self.jobs[k];
+        let t = &self.plan.tensors[job.tensor];
+        if let TensorSource::Nf4DqState = t.source {
+            let owner = self.dq_owner[job.tensor].expect("checked by nf4_owners");
+            let dq = self.dq(owner)?;
+            let mut bytes = self.take_buffer(dq.state.len() * 4);
+            quant::float::f32_to_le_bytes(&dq.state, &mut bytes);
+            return Ok(Chunk::Owned(bytes));
+        }
+        if let Some(chunk) = self.copy_rows(t, job.r0, job.r1)? {
+            return Ok(chunk);
+        }
+        let dq = match t.ty {
+            GgmlType::Nf4Dq { .. } => Some(self.dq(job.tensor)?),
+            _ => None,
+        };
+        let out = self.quantize_rows(t, job.r0, job.r1, dq.as_deref(), scratch)?;
+        Ok(Chunk::Owned(out))
+    }
+
+    /// The whole-tensor NF4_DQ data of tensor `i`, computed by the first worker to ask.
+    fn dq(&self, i: usize) -> Result<Arc<DqData>, ConvertError> {
+        let mut slot = self.dq_slots[i].lock().unwrap_or_else(|e| e.into_inner());
+        match &*slot {
+            DqSlot::Ready(d) => return Ok(d.clone()),
+            DqSlot::Failed(msg) => return Err(ConvertError::Plan(msg.clone())),
+            DqSlot::Empty => {}
+        }
+        let t = &self.plan.tensors[i];
+        let GgmlType::Nf4Dq { block } = t.ty else {
+            unreachable!("dq is asked only for NF4_DQ tensors")
+        };
+        let rows_per_chunk = ((1usize << 20) / t.row_len().max(1)).max(1);
+        let chunks: Vec<(usize, usize)> = (0..t.n_rows())
+            .step_by(rows_per_chunk)
+            .map(|r0| (r0, (r0 + rows_per_chunk).min(t.n_rows())))
+            .collect();
+        let absmax: Result<Vec<Vec<f32>>, ConvertError> = self.pool.install(|| {
+            chunks
+                .par_iter()
+                .map(|&(r0, r1)| {
+                    let mut v = Vec::new();
+                    source_rows(t, self.input, r0, r1, &mut v)?;
+                    Ok(quant::nf4::block_absmax(&v, block as usize))
+                })
+                .collect()
+        });
+        match absmax {
+            Ok(parts) => {
+                let absmax: Vec<f32> = parts.concat();
+                let (state, codes) = quant::nf4::double_quantize(&absmax);
+                let d = Arc::new(DqData {
+                    absmax,
+                    codes,
+                    state: state.to_values(),
+                });
+                *slot = DqSlot::Ready(d.clone());
+                Ok(d)
+            }
+            Err(e) => {
+                *slot = DqSlot::Failed(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// When the output type is the source's own type, rows are copied as bytes (still
+    /// checked for NaN and infinity): f16 → f32 → f16 and the like are exact round trips,
+    /// and a GGUF tensor kept in its type is left as it is (as llama-quantize does). Rows
+    /// in source order are not copied at all: the chunk is the mapped source bytes, which
+    /// the writer writes and the hasher reads in place. `None` when a conversion is needed.
+    fn copy_rows(
+        &self,
+        t: &PlannedTensor,
+        r0: usize,
+        r1: usize,
+    ) -> Result<Option<Chunk<'a>>, ConvertError> {
+        if t.f16_intermediate || t.values != ValueOp::None {
+            return Ok(None);
+        }
+        let ck = match (&t.source, self.input) {
+            (TensorSource::Gguf { index, .. }, Input::Gguf(g)) => {
+                let info = &g.tensors()[*index];
+                if info.ty != t.ty || matches!(t.ty, GgmlType::Nf4Dq { .. }) {
+                    return Ok(None);
+                }
+                let row_bytes = t.ty.bytes_for(t.row_len() as u64).expect("planned type") as usize;
+                let data = g.tensor_data(*index);
+                let bytes = &data[r0 * row_bytes..r1 * row_bytes];
+                if let Some(i) = quant::float::first_non_finite_bytes(t.ty, bytes) {
+                    let mut v = [0f32; 1];
+                    let row_len = t.row_len();
+                    let mut row = vec![0f32; row_len];
+                    gguf_row_f32(g, *index, None, r0 + i / row_len, &mut row)?;
+                    v[0] = row[i % row_len];
+                    return Err(non_finite(t, r0, i, v[0], "in the source"));
+                }
+                return Ok(Some(Chunk::Mapped(bytes)));
+            }
+            (_, Input::Checkpoint(ck)) => ck,
+            _ => return Ok(None),
+        };
+        let Some((first, _)) = t.source_part(0) else {
+            return Ok(None);
+        };
+        let dtype = first.dtype;
+        let same = matches!(
+            (dtype, t.ty),
+            (SourceDtype::F16, GgmlType::F16)
+                | (SourceDtype::Bf16, GgmlType::Bf16)
+                | (SourceDtype::F32, GgmlType::F32)
+        );
+        if !same {
+            return Ok(None);
+        }
+        let size = dtype.size();
+        let row_len = t.row_len();
+        let row_bytes = row_len * size;
+        let n_rows = t.n_rows();
+        let chunk = match (&t.source, t.transform) {
+            (TensorSource::Safetensors(src), Transform::None) => {
+                Chunk::Mapped(&ck.bytes(src)[r0 * row_bytes..r1 * row_bytes])
+            }
+            _ => {
+                let mut out = self.take_buffer(0);
+                out.reserve((r1 - r0) * row_bytes); // filled by extend_from_slice below
+                for r in r0..r1 {
+                    let (src, s) = t
+                        .source_part(t.transform.source_row(r, n_rows))
+                        .expect("rows of the planned source");
+                    if src.dtype != dtype {
+                        // stacked parts of mixed dtypes: the converting path handles them
+                        self.give_back(out);
+                        return Ok(None);
+                    }
+                    out.extend_from_slice(&ck.bytes(src)[s * row_bytes..(s + 1) * row_bytes]);
+                }
+                Chunk::Owned(out)
+            }
+        };
+        if let Some(i) = quant::float::first_non_finite_bytes(t.ty, &chunk) {
+            let mut v = [0f32; 1];
+            let (src, s) = t
+                .source_part(t.transform.source_row(r0 + i / row_len, n_rows))
+                .expect("rows of the planned source");
+            ck.read_f32(src, s * row_len + i % row_len, &mut v);
+            return Err(non_finite(t, r0, i, v[0], "in the source"));
+        }
+        Ok(Some(chunk))
+    }
+
+    /// Output bytes of rows `[r0, r1)` of tensor `t`, converted and quantized. `dq`
+    /// carries the whole tensor's block absmax values and 8-bit codes for NF4_DQ.
+    fn quantize_rows(
+        &self,
+        t: &PlannedTensor,
+        r0: usize,
+        r1: usize,
+        dq: Option<&DqData>,
+        scratch: &mut Scratch,
+    ) -> Result<Vec<u8>, ConvertError> {
+        let values = &mut scratch.values;
+        source_rows(t, self.input, r0, r1, values)?;
+        if t.f16_intermediate {
+            // llama.cpp quantizes from our f16 file: round through f16 the same way.
+            let half = &mut scratch.half;
+            half.resize(values.len() * 2, 0); // overwritten by the quantizer
+            quant::quantize(GgmlType::F16, values, half).expect("finite values");
+            quant::dequantize(GgmlType::F16, half, values).expect("lengths match");
+            if let Some((i, v)) = quant::first_non_finite(values) {
+                return Err(non_finite(
+                    t,
+                    r0,
+                    i,
+                    v,
+                    "after rounding to f16 (beyond f16's range)",
+                ));
+            }
+        }
+        let n_bytes =
+            t.ty.bytes_for(values.len() as u64)
+                .expect("whole rows of a planned type") as usize;
+        let mut out = self.take_buffer(n_bytes);
+        let quant_err = |e| ConvertError::Quant {
+            tensor: t.name.clone(),
+            source: e,
+        };
+        match (t.ty, dq) {
+            (GgmlType::Nf4Dq { block }, Some(dq)) => {
+                let b0 = r0 * t.row_len() / block as usize;
+                let nb = values.len() / block as usize;
+                quant::nf4::quantize_nf4_dq(
+                    values,
+                    block as usize,
+                    &dq.codes[b0..b0 + nb],
+                    &dq.absmax[b0..b0 + nb],
+                    &mut out,
+                );
+            }
+            _ => match &t.importance {
+                // ggml's weighted quantizers, row by row with the row's (expert's) weights
+                Some(imp) => {
+                    let row_len = t.row_len();
+                    let rows_per_expert = t.dims.get(1).copied().unwrap_or(1).max(1) as usize;
+                    let row_bytes = n_bytes / (r1 - r0);
+                    for (k, (x, o)) in values
+                        .chunks_exact(row_len)
+                        .zip(out.chunks_exact_mut(row_bytes))
+                        .enumerate()
+                    {
+                        let e = (r0 + k) / rows_per_expert;
+                        let qw = &imp[e * row_len..(e + 1) * row_len];
+                        quant::weighted::quantize_weighted(t.ty, x, qw, o).map_err(quant_err)?;
+                    }
+                }
+                None => quant::quantize_prechecked(t.ty, values, &mut out).map_err(quant_err)?,
+            },
+        }
+        Ok(out)
+    }
 }
 
 fn progress_bar(enabled: bool, total: u64) -> Option<indicatif::ProgressBar> {
@@ -337,18 +819,20 @@ fn source_rows(
     input: &Input,
     r0: usize,
     r1: usize,
-) -> Result<Vec<f32>, ConvertError> {
+    values: &mut Vec<f32>,
+) -> Result<(), ConvertError> {
     let row_len = t.row_len();
     let n_rows = t.n_rows();
-    let mut values = vec![0f32; (r1 - r0) * row_len];
+    // every element is overwritten: resizing a reused buffer to the same length is free
+    values.resize((r1 - r0) * row_len, 0.0);
     for (i, row) in values.chunks_exact_mut(row_len).enumerate() {
         let src_row = t.transform.source_row(r0 + i, n_rows);
         read_source_row(t, input, src_row, row)?;
     }
-    if let Some((i, v)) = quant::first_non_finite(&values) {
+    if let Some((i, v)) = quant::first_non_finite(values) {
         return Err(non_finite(t, r0, i, v, "in the source"));
     }
-    Ok(values)
+    Ok(())
 }
 
 fn non_finite(t: &PlannedTensor, r0: usize, index: usize, value: f32, what: &str) -> ConvertError {
@@ -360,141 +844,6 @@ fn non_finite(t: &PlannedTensor, r0: usize, index: usize, value: f32, what: &str
         value,
         what: what.to_string(),
     }
-}
-
-/// When the output type is the source dtype, rows are copied as bytes (still checked for NaN
-/// and infinity): f16 → f32 → f16 and the like are exact round trips, so this is the same
-/// output without two conversions. `None` when a conversion is needed.
-fn copy_rows(
-    t: &PlannedTensor,
-    input: &Input,
-    r0: usize,
-    r1: usize,
-) -> Result<Option<Vec<u8>>, ConvertError> {
-    let (Some((first, _)), Input::Checkpoint(ck)) = (t.source_part(0), input) else {
-        return Ok(None);
-    };
-    let dtype = first.dtype;
-    let same = matches!(
-        (dtype, t.ty),
-        (SourceDtype::F16, GgmlType::F16)
-            | (SourceDtype::Bf16, GgmlType::Bf16)
-            | (SourceDtype::F32, GgmlType::F32)
-    );
-    if !same || t.f16_intermediate || t.values != ValueOp::None {
-        return Ok(None);
-    }
-    let size = dtype.size();
-    let row_len = t.row_len();
-    let row_bytes = row_len * size;
-    let n_rows = t.n_rows();
-    let mut out = Vec::with_capacity((r1 - r0) * row_bytes);
-    for r in r0..r1 {
-        let (src, s) = t
-            .source_part(t.transform.source_row(r, n_rows))
-            .expect("rows of the planned source");
-        if src.dtype != dtype {
-            return Ok(None); // stacked parts of mixed dtypes: the converting path handles them
-        }
-        out.extend_from_slice(&ck.bytes(src)[s * row_bytes..(s + 1) * row_bytes]);
-    }
-    // Exponent all ones = infinity or NaN, in each format.
-    let bad = match dtype {
-        SourceDtype::F16 => out
-            .chunks_exact(2)
-            .position(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7c00 == 0x7c00),
-        SourceDtype::Bf16 => out
-            .chunks_exact(2)
-            .position(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7f80 == 0x7f80),
-        SourceDtype::F32 => out
-            .chunks_exact(4)
-            .position(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite()),
-    };
-    if let Some(i) = bad {
-        let mut v = [0f32; 1];
-        let (src, s) = t
-            .source_part(t.transform.source_row(r0 + i / row_len, n_rows))
-            .expect("rows of the planned source");
-        ck.read_f32(src, s * row_len + i % row_len, &mut v);
-        return Err(non_finite(t, r0, i, v[0], "in the source"));
-    }
-    Ok(Some(out))
-}
-
-/// Output bytes of rows `[r0, r1)` of tensor `t`. `dq` carries the whole tensor's block
-/// absmax values and 8-bit codes for NF4 with double quantization.
-fn produce_rows(
-    t: &PlannedTensor,
-    input: &Input,
-    r0: usize,
-    r1: usize,
-    dq: Option<&(Vec<f32>, Vec<u8>)>,
-) -> Result<Vec<u8>, ConvertError> {
-    if let Some(bytes) = copy_rows(t, input, r0, r1)? {
-        return Ok(bytes);
-    }
-    let mut values = source_rows(t, input, r0, r1)?;
-    if t.f16_intermediate {
-        // llama.cpp quantizes from our f16 file: round through f16 the same way.
-        let mut half = vec![0u8; values.len() * 2];
-        quant::quantize(GgmlType::F16, &values, &mut half).expect("finite values");
-        quant::dequantize(GgmlType::F16, &half, &mut values).expect("lengths match");
-        if let Some((i, v)) = quant::first_non_finite(&values) {
-            return Err(non_finite(
-                t,
-                r0,
-                i,
-                v,
-                "after rounding to f16 (beyond f16's range)",
-            ));
-        }
-    }
-    let n_bytes =
-        t.ty.bytes_for(values.len() as u64)
-            .expect("whole rows of a planned type") as usize;
-    let mut out = vec![0u8; n_bytes];
-    match (t.ty, dq) {
-        (GgmlType::Nf4Dq { block }, Some((absmax, codes))) => {
-            let b0 = r0 * t.row_len() / block as usize;
-            let nb = values.len() / block as usize;
-            quant::nf4::quantize_nf4_dq(
-                &values,
-                block as usize,
-                &codes[b0..b0 + nb],
-                &absmax[b0..b0 + nb],
-                &mut out,
-            );
-        }
-        _ => match &t.importance {
-            // ggml's weighted quantizers, row by row with the row's (expert's) weights
-            Some(imp) => {
-                let row_len = t.row_len();
-                let rows_per_expert = t.dims.get(1).copied().unwrap_or(1).max(1) as usize;
-                let row_bytes = n_bytes / (r1 - r0);
-                for (k, (x, o)) in values
-                    .chunks_exact(row_len)
-                    .zip(out.chunks_exact_mut(row_bytes))
-                    .enumerate()
-                {
-                    let e = (r0 + k) / rows_per_expert;
-                    let qw = &imp[e * row_len..(e + 1) * row_len];
-                    quant::weighted::quantize_weighted(t.ty, x, qw, o).map_err(|e| {
-                        ConvertError::Quant {
-                            tensor: t.name.clone(),
-                            source: e,
-                        }
-                    })?;
-                }
-            }
-            None => quant::quantize_prechecked(t.ty, &values, &mut out).map_err(|e| {
-                ConvertError::Quant {
-                    tensor: t.name.clone(),
-                    source: e,
-                }
-            })?,
-        },
-    }
-    Ok(out)
 }
 
 /// Read source row `row` of `t` as f32.

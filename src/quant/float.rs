@@ -153,6 +153,56 @@ mod x86 {
     }
 }
 
+/// Index of the first NaN or infinity among little-endian floats stored as `bytes`, in
+/// elements, for F32, F16 and BF16 (other types: `None`). Runs at memory speed: whole 64-bit
+/// words are tested for an all-ones exponent in any lane without branches (a form the
+/// compiler vectorises), and only a block that holds a bad value is searched element by
+/// element. A trailing partial element is ignored.
+pub fn first_non_finite_bytes(ty: crate::gguf::GgmlType, bytes: &[u8]) -> Option<usize> {
+    use crate::gguf::GgmlType;
+    // Per lane: the exponent mask, and the lane's top bit. A lane is bad when its exponent
+    // bits are all ones; `(exp ^ mask) + (top - 1)` carries into the top bit exactly when the
+    // lane is good (the masked value is below `top`, so nothing carries into the next lane).
+    let (size, mask, top): (usize, u64, u64) = match ty {
+        GgmlType::F16 => (2, 0x7c00_7c00_7c00_7c00, 0x8000_8000_8000_8000),
+        GgmlType::Bf16 => (2, 0x7f80_7f80_7f80_7f80, 0x8000_8000_8000_8000),
+        GgmlType::F32 => (4, 0x7f80_0000_7f80_0000, 0x8000_0000_8000_0000),
+        _ => return None,
+    };
+    let ones = if size == 2 {
+        0x0001_0001_0001_0001u64
+    } else {
+        0x0000_0001_0000_0001u64
+    };
+    let lane_is_bad = |lane: &[u8]| -> bool {
+        let v = if size == 2 {
+            u16::from_le_bytes([lane[0], lane[1]]) as u64
+        } else {
+            u32::from_le_bytes([lane[0], lane[1], lane[2], lane[3]]) as u64
+        };
+        v & (mask & (u64::MAX >> (64 - 8 * size))) == mask & (u64::MAX >> (64 - 8 * size))
+    };
+    const BLOCK: usize = 4096;
+    let usable = bytes.len() / size * size;
+    for (b, block) in bytes[..usable].chunks(BLOCK).enumerate() {
+        let words = block.chunks_exact(8);
+        let tail = words.remainder();
+        let all_good = words.fold(top, |acc, w| {
+            let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+            acc & (((w & mask) ^ mask).wrapping_add(top - ones))
+        }) & top
+            == top;
+        if !all_good || tail.chunks_exact(size).any(lane_is_bad) {
+            let i = block
+                .chunks_exact(size)
+                .position(lane_is_bad)
+                .expect("a bad lane in this block");
+            return Some((b * BLOCK + i * size) / size);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,5 +258,54 @@ mod tests {
             f32_to_f16_bytes(isa, &vals, &mut f);
             assert_eq!(e, f, "{isa:?}");
         }
+    }
+
+    #[test]
+    fn first_non_finite_bytes_finds_every_special_at_every_position() {
+        use crate::gguf::GgmlType;
+        // (type, element size, encodings of +inf, -inf, a quiet NaN, a NaN with payload)
+        let cases: [(GgmlType, usize, [u32; 4]); 3] = [
+            (GgmlType::F16, 2, [0x7c00, 0xfc00, 0x7e00, 0x7c01]),
+            (GgmlType::Bf16, 2, [0x7f80, 0xff80, 0x7fc0, 0x7f81]),
+            (
+                GgmlType::F32,
+                4,
+                [0x7f80_0000, 0xff80_0000, 0x7fc0_0000, 0x7f80_0001],
+            ),
+        ];
+        // finite values whose exponents are nearly all ones: the largest normals, and
+        // numbers with every non-exponent bit set
+        let near: [(GgmlType, [u32; 3]); 3] = [
+            (GgmlType::F16, [0x7bff, 0xfbff, 0x03ff]),
+            (GgmlType::Bf16, [0x7f7f, 0xff7f, 0x807f]),
+            (GgmlType::F32, [0x7f7f_ffff, 0xff7f_ffff, 0x807f_ffff]),
+        ];
+        for ((ty, size, bad), (_, good)) in cases.iter().zip(near.iter()) {
+            let n = 4096 / size * 2 + 37; // two blocks and a ragged tail
+            let put = |buf: &mut [u8], i: usize, v: u32| {
+                buf[i * size..(i + 1) * size].copy_from_slice(&v.to_le_bytes()[..*size]);
+            };
+            let mut clean = vec![0u8; n * size];
+            for i in 0..n {
+                put(&mut clean, i, good[i % good.len()]);
+            }
+            assert_eq!(first_non_finite_bytes(*ty, &clean), None, "{ty:?}");
+            for pos in [0, 1, 3, 4, 511, 2047, 2048, n - 40, n - 1] {
+                for &b in bad {
+                    let mut buf = clean.clone();
+                    put(&mut buf, pos, b);
+                    // a second bad value later never hides the first
+                    if pos + 5 < n {
+                        put(&mut buf, pos + 5, bad[0]);
+                    }
+                    assert_eq!(
+                        first_non_finite_bytes(*ty, &buf),
+                        Some(pos),
+                        "{ty:?} {b:#x} at {pos}"
+                    );
+                }
+            }
+        }
+        assert_eq!(first_non_finite_bytes(GgmlType::Q8_0, &[0xff; 64]), None);
     }
 }

@@ -172,7 +172,11 @@ pub fn first_non_finite(x: &[f32]) -> Option<(usize, f32)> {
     // index is found only when a chunk contains a bad value.
     let mut base = 0;
     for chunk in x.chunks(64) {
-        if !chunk.iter().fold(true, |ok, v| ok & v.is_finite()) {
+        // all-ones exponent = infinity or NaN; an OR over the chunk vectorises
+        let any_bad = chunk.iter().fold(0u32, |acc, v| {
+            acc | u32::from(v.to_bits() & 0x7f80_0000 == 0x7f80_0000)
+        });
+        if any_bad != 0 {
             let i = chunk.iter().position(|v| !v.is_finite()).unwrap_or(0);
             return Some((base + i, chunk[i]));
         }

@@ -231,6 +231,14 @@ impl Checkpoint {
         self.files[t.file].release(t.range.clone());
     }
 
+    /// Start reading elements `[start, end)` of a tensor ahead of their use.
+    pub fn will_need(&self, t: &SourceTensor, start: usize, end: usize) {
+        let size = t.dtype.size();
+        let a = (t.range.start + start * size).min(t.range.end);
+        let b = (t.range.start + end * size).min(t.range.end);
+        self.files[t.file].will_need(a..b);
+    }
+
     /// Drop the pages of a tensor's first `n_elements` elements from resident memory.
     pub fn release_prefix(&self, t: &SourceTensor, n_elements: usize) {
         let end = (t.range.start + n_elements * t.dtype.size()).min(t.range.end);

@@ -151,6 +151,19 @@ impl SafetensorsFile {
             };
         }
     }
+
+    /// Ask the kernel to start reading a byte range ahead of its use (asynchronous
+    /// read-ahead; a no-op for pages already in memory). Advisory: failures are ignored.
+    pub fn will_need(&self, range: Range<usize>) {
+        let page = 4096;
+        let start = range.start / page * page;
+        let end = range.end.min(self.map.len());
+        if end > start {
+            let _ = self
+                .map
+                .advise_range(memmap2::Advice::WillNeed, start, end - start);
+        }
+    }
 }
 
 /// Parse and validate the header of a whole safetensors file image. Errors carry the byte
