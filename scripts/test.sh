@@ -31,5 +31,5 @@ python3 -m venv target/wheel-venv 2>/dev/null || {
     python3 -m pip install --quiet --disable-pip-version-check virtualenv
     python3 -m virtualenv --quiet target/wheel-venv
 }
-target/wheel-venv/bin/python -m pip install --quiet --disable-pip-version-check ./python gguf==0.19.0
-PATH="$PWD/target/wheel-venv/bin:$PATH" target/wheel-venv/bin/python tests/python/test_api.py
+target/wheel-venv/bin/python -m pip install --quiet --disable-pip-version-check ./python gguf==0.19.0 pytest
+PATH="$PWD/target/wheel-venv/bin:$PATH" target/wheel-venv/bin/python -m pytest -q -p no:cacheprovider tests/python

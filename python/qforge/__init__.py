@@ -1,30 +1,37 @@
 """qforge: Hugging Face safetensors -> quantized GGUF for llama.cpp, and GGUF files read back.
 
 The command line (`qforge convert|inspect|verify|edit|diff|split`) is the Rust CLI itself;
-`GGUFFile` reads a GGUF file (memory-mapped) with its metadata as Python values and tensors as
+`convert` is `qforge convert` as a function returning its `--json` summary; `GGUFFile` reads a GGUF file (memory-mapped) with its metadata as Python values and tensors as
 numpy arrays; `quantize`/`dequantize` run qforge's block kernels on numpy float32 arrays.
 """
 import signal
 import sys
 
-from ._qforge import GGUFFile, QforgeError, dequantize, quantize, run_cli, type_size
+from ._qforge import (
+    Cancelled,
+    ConversionError,
+    GGUFFile,
+    GGUFFormatError,
+    QforgeError,
+    QforgeOSError,
+    QuantizationError,
+    SourceError,
+    convert,
+    dequantize,
+    quantize,
+    run_cli,
+    type_size,
+)
 
-__all__ = ["GGUFFile", "QforgeError", "convert", "dequantize", "inspect", "main", "quantize", "run_cli",
-           "type_size"]
+__all__ = ["Cancelled", "ConversionError", "GGUFFile", "GGUFFormatError", "QforgeError", "QforgeOSError",
+           "QuantizationError", "SourceError", "convert", "dequantize", "inspect", "main", "quantize",
+           "run_cli", "type_size"]
 
 
 def inspect(path, full=False):
     """The `qforge inspect --json` document of a GGUF file, as a dict."""
     with GGUFFile(path) as f:
         return f.inspect(full)
-
-
-def convert(source, output, type="f16", *extra):
-    """Convert `source` (a model folder, HF model id, .safetensors or .gguf) to `output`
-    as `qforge convert` does; raises QforgeError when the command fails."""
-    code = run_cli(["qforge", "convert", str(source), "-t", type, "-o", str(output), "--quiet", *map(str, extra)])
-    if code != 0:
-        raise QforgeError(f"qforge convert exited with {code}")
 
 
 def main():

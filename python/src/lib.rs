@@ -5,17 +5,17 @@
 use numpy::{
     PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArrayDyn, PyUntypedArrayMethods,
 };
-use pyo3::create_exception;
-use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use qforge::gguf::{Array, GgmlType, GgufFile, Value};
 
-create_exception!(_qforge, QforgeError, PyException);
+mod convert;
+mod errors;
 
+/// A kernel or argument error of `quantize`/`dequantize`/`type_size`.
 fn err(e: impl std::fmt::Display) -> PyErr {
-    QforgeError::new_err(e.to_string())
+    errors::QuantizationError::new_err(e.to_string())
 }
 
 fn parse_type(name: &str) -> PyResult<GgmlType> {
@@ -72,23 +72,20 @@ impl GGUFFile {
             })
     }
 
-    /// numpy order: the slowest-varying dimension first (ggml's dims reversed).
+    /// numpy order: the slowest-varying dimension first (ggml's dims reversed); `()` for a
+    /// tensor stored with no dimensions (one value), as gguf-py reads it.
     fn numpy_shape(&self, index: usize) -> Vec<usize> {
         let t = &self.file.tensors()[index];
-        let mut shape: Vec<usize> = t.dims.iter().rev().map(|&d| d as usize).collect();
-        if shape.is_empty() {
-            shape.push(1);
-        }
-        shape
+        t.dims.iter().rev().map(|&d| d as usize).collect()
     }
 }
 
 #[pymethods]
 impl GGUFFile {
     #[new]
-    fn new(path: std::path::PathBuf) -> PyResult<Self> {
+    fn new(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
         Ok(GGUFFile {
-            file: GgufFile::open(&path).map_err(err)?,
+            file: GgufFile::open(&path).map_err(|e| errors::gguf(py, &e))?,
         })
     }
 
@@ -158,7 +155,7 @@ impl GGUFFile {
         let i = self.index(name)?;
         let values = py
             .allow_threads(|| qforge::convert::dequantize_tensor(&self.file, i))
-            .map_err(err)?;
+            .map_err(|e| errors::convert(py, &e))?;
         let shape = self.numpy_shape(i);
         Ok(PyArray1::from_vec(py, values).reshape(shape)?.into_any())
     }
@@ -185,7 +182,7 @@ impl GGUFFile {
     fn verify<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let report = py
             .allow_threads(|| qforge::convert::verify_hashes(&self.file))
-            .map_err(err)?;
+            .map_err(|e| errors::convert(py, &e))?;
         let d = PyDict::new(py);
         d.set_item("has_hashes", report.has_hashes)?;
         d.set_item("hashed", report.hashed)?;
@@ -294,7 +291,8 @@ fn run_cli(py: Python<'_>, args: Vec<String>) -> i32 {
 #[pymodule]
 fn _qforge(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<GGUFFile>()?;
-    m.add("QforgeError", m.py().get_type::<QforgeError>())?;
+    errors::register(m)?;
+    m.add_function(wrap_pyfunction!(convert::convert, m)?)?;
     m.add_function(wrap_pyfunction!(quantize, m)?)?;
     m.add_function(wrap_pyfunction!(dequantize, m)?)?;
     m.add_function(wrap_pyfunction!(type_size, m)?)?;

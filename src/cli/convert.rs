@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 
-use crate::convert::{self, Input, Recipe, RunOptions, RECIPE_NAMES};
+use crate::convert::{self, ConvertRequest, Recipe, RunOptions, RECIPE_NAMES};
 use crate::gguf::GgufFile;
 
 #[derive(clap::Args, Debug)]
@@ -62,34 +62,6 @@ pub struct ConvertArgs {
     pub exclude_weights: Vec<String>,
 }
 
-/// A path that exists is used as it is; `owner/name` otherwise names a model in the local
-/// Hugging Face cache.
-fn resolve_input(input: &std::path::Path) -> anyhow::Result<PathBuf> {
-    use crate::source::hf_cache;
-    match input.to_str() {
-        Some(s) if !input.exists() && hf_cache::looks_like_model_id(s) => {
-            Ok(hf_cache::resolve_model_id(s, &hf_cache::cache_roots())?)
-        }
-        _ => Ok(input.to_path_buf()),
-    }
-}
-
-/// Bytes of tensor data in the input (what a conversion reads).
-fn source_bytes(input: &Input) -> u64 {
-    match input {
-        Input::Checkpoint(ck) => ck.tensors().iter().map(|t| t.range.len() as u64).sum(),
-        Input::Gguf(g) => g.tensors().iter().map(|t| t.n_bytes()).sum(),
-    }
-}
-
-/// Peak resident set size of this process (Linux `VmHWM`), in MiB.
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
 fn parse_recipe(s: &str) -> Result<Recipe, String> {
     s.parse()
 }
@@ -112,38 +84,27 @@ fn human(bytes: u64) -> String {
 pub fn run(args: ConvertArgs) -> anyhow::Result<i32> {
     let _ = RECIPE_NAMES;
     // Library errors already name the file, tensor or key.
-    let mut args = args;
-    args.input = resolve_input(&args.input)?;
-    let input = Input::open(&args.input)?;
-    let mut overrides = convert::TypeOverrides {
+    let request = ConvertRequest {
+        input: args.input,
+        recipe: args.recipe,
         pure: args.pure,
-        output: args.output_tensor_type,
-        token_embd: args.token_embedding_type,
-        patterns: Vec::new(),
+        output_tensor_type: args.output_tensor_type,
+        token_embedding_type: args.token_embedding_type,
+        tensor_types: args.tensor_type,
+        pre_tokenizer: args.pre_tokenizer,
+        imatrix: args.imatrix,
+        include_weights: args.include_weights,
+        exclude_weights: args.exclude_weights,
+        run: RunOptions {
+            threads: args.threads,
+            progress: !args.quiet,
+            ..RunOptions::default()
+        },
     };
-    for spec in &args.tensor_type {
-        if let Err(e) = overrides.add_pattern(spec) {
-            bail!("--tensor-type {e}");
-        }
-    }
-    if !args.include_weights.is_empty() && !args.exclude_weights.is_empty() {
-        bail!("--include-weights and --exclude-weights cannot be used together");
-    }
-    let imatrix = match &args.imatrix {
-        None => None,
-        Some(path) => {
-            let mut m = crate::source::imatrix::Imatrix::load(path)?;
-            m.filter(&args.include_weights, &args.exclude_weights);
-            Some(std::sync::Arc::new(m))
-        }
-    };
-    let opts = convert::PlanOptions {
-        pre_tokenizer: args.pre_tokenizer.clone(),
-        imatrix,
-    };
-    let plan = convert::plan_with_options(&input, &args.input, args.recipe, &overrides, &opts)?;
+    let job = request.plan()?;
+    let plan = &job.plan;
     if !args.quiet {
-        for note in &plan.notes {
+        for note in job.notes() {
             eprintln!("note: {note}");
         }
     }
@@ -173,36 +134,20 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<i32> {
     let Some(out) = args.output else {
         bail!("-o/--output is required (or use --dry-run)");
     };
-    let opts = RunOptions {
-        threads: args.threads,
-        progress: !args.quiet,
-        ..RunOptions::default()
-    };
-    let report = convert::execute(&plan, &input, &out, &opts)?;
-    let bytes_in = source_bytes(&input);
-    let gbps = bytes_in as f64 / report.seconds.max(1e-9) / 1e9;
+    let summary = job.execute(&out)?;
     if args.json {
-        let doc = serde_json::json!({
-            "output": out.display().to_string(),
-            "tensors": report.tensors,
-            "bytes_in": bytes_in,
-            "bytes_out": report.data_bytes,
-            "seconds": report.seconds,
-            "gb_per_s": gbps,
-            "peak_rss_mib": peak_rss_mib(),
-        });
-        println!("{doc}");
+        println!("{}", serde_json::to_value(&summary)?);
     }
     if !args.quiet {
         eprintln!(
             "wrote {} ({} tensors, {} of tensor data) in {:.2}s, {:.2} GB/s of source read",
             out.display(),
-            report.tensors,
-            human(report.data_bytes),
-            report.seconds,
-            gbps
+            summary.tensors,
+            human(summary.bytes_out),
+            summary.seconds,
+            summary.gb_per_s
         );
-        if plan.tensors.iter().any(|t| t.ty.is_extension()) {
+        if job.uses_extension_types() {
             eprintln!(
                 "note: {} uses qforge extension types (NF4); llama.cpp cannot load it. \
                  'qforge convert {} -t f16 -o out.gguf' turns it into a file llama.cpp loads.",

@@ -1,6 +1,7 @@
 //! Conversion: recipe → plan (types, sizes, offsets, all from headers) → streaming execution,
 //! plus verification of the result.
 
+mod job;
 mod nf4_meta;
 pub mod plan;
 pub mod recipe;
@@ -9,6 +10,9 @@ mod verify;
 
 use std::path::{Path, PathBuf};
 
+pub use job::{
+    peak_rss_mib, resolve_input, source_bytes, ConvertJob, ConvertRequest, ConvertSummary,
+};
 pub use plan::{
     plan, plan_with, plan_with_options, Input, Plan, PlanOptions, PlannedTensor, TensorSource,
     KEY_TENSOR_SHA256, KEY_VERSION,
