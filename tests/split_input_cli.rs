@@ -463,3 +463,78 @@ fn a_broken_set_is_a_clear_error() {
     // the intact set still opens
     assert_eq!(GgufFile::open_model(&set[0]).unwrap().tensors().len(), 26);
 }
+
+/// `llama-gguf-split` of a qforge file copies every key, the hash list of all tensors included,
+/// into the first shard, and the other shards carry none: that list serves the whole set.
+#[test]
+fn a_set_with_every_hash_in_the_first_shard() {
+    use qforge::edit::write_with_metadata;
+    use qforge::gguf::Array;
+    let tmp = tempfile::tempdir().unwrap();
+    let whole_path = tmp.path().join("m.gguf");
+    convert("tiny-qwen2", "q4_0", &whole_path);
+    let whole = GgufFile::open(&whole_path).unwrap();
+    let all = hashes(&whole);
+    let shards = split(&whole_path, &tmp.path().join("s"), 10);
+    assert_eq!(shards.len(), 3);
+    for (i, p) in shards.iter().enumerate() {
+        let f = GgufFile::open(p).unwrap();
+        let mut m = f.metadata().clone();
+        if i == 0 {
+            m.set(
+                "qforge.tensor_sha256",
+                Value::Array(Array::String(all.clone())),
+            )
+            .unwrap();
+        } else {
+            m.remove("qforge.tensor_sha256").unwrap();
+        }
+        let tmp_out = tmp.path().join("re.gguf");
+        write_with_metadata(&f, &m, &tmp_out).unwrap();
+        drop(f);
+        std::fs::rename(&tmp_out, p).unwrap();
+    }
+    let set = GgufFile::open_model(&shards[0]).unwrap();
+    assert_eq!(hashes(&set), all);
+    assert_eq!(set.metadata(), whole.metadata());
+    drop(set);
+    let r = json(&qforge(&["verify", "--json", s(&shards[0])]));
+    assert_eq!(r["hashed"], whole.tensors().len());
+    assert_eq!(r["has_hashes"], true);
+    let per: Vec<u64> = r["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["hashed"].as_u64().unwrap())
+        .collect();
+    assert_eq!(per, vec![10, 10, 6]);
+    let merged = tmp.path().join("merged.gguf");
+    ok(&qforge(&[
+        "convert",
+        s(&shards[0]),
+        "--quiet",
+        "-o",
+        s(&merged),
+    ]));
+    assert!(std::fs::read(&merged).unwrap() == std::fs::read(&whole_path).unwrap());
+
+    // a damaged byte is still found, in the right shard
+    let f = GgufFile::open(&shards[1]).unwrap();
+    let t = f.tensors()[3].clone();
+    let at = (f.data_offset() + t.offset) as usize;
+    drop(f);
+    let mut bytes = std::fs::read(&shards[1]).unwrap();
+    bytes[at] ^= 1;
+    std::fs::write(&shards[1], &bytes).unwrap();
+    let o = qforge(&["verify", "--json", s(&shards[0])]);
+    assert_eq!(o.status.code(), Some(1));
+    let r = json_any(&o);
+    assert_eq!(r["shards"][1]["mismatched"], serde_json::json!([t.name]));
+    assert_eq!(r["shards"][2]["mismatched"], serde_json::json!([]));
+    // and merging refuses to copy it
+    std::fs::remove_file(&merged).unwrap();
+    let o = qforge(&["convert", s(&shards[0]), "-o", s(&merged)]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&t.name));
+    assert!(!merged.exists());
+}
