@@ -538,3 +538,46 @@ fn a_set_with_every_hash_in_the_first_shard() {
     assert!(String::from_utf8_lossy(&o.stderr).contains(&t.name));
     assert!(!merged.exists());
 }
+
+#[test]
+fn split_keys_must_be_integers_and_open_split_needs_a_shard() {
+    let tmp = tempfile::tempdir().unwrap();
+    let whole = tmp.path().join("m.gguf");
+    convert("tiny-qwen2", "q8_0", &whole);
+    let e = GgufFile::open_split(&whole).unwrap_err();
+    assert_eq!(e.path.as_deref(), Some(whole.as_path()));
+    assert!(
+        matches!(
+            e.kind,
+            ErrorKind::SplitKey {
+                key: "split.count",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // a plain file opens as itself
+    assert!(!GgufFile::open_model(&whole).unwrap().is_split());
+    let set = split(&whole, &tmp.path().join("s"), 10);
+    let edited = tmp.path().join("e.gguf");
+    ok(&qforge(&[
+        "edit",
+        s(&set[2]),
+        "-o",
+        s(&edited),
+        "--force",
+        "--set",
+        "split.no=str:2",
+    ]));
+    std::fs::rename(&edited, &set[2]).unwrap();
+    let e = GgufFile::open_model(&set[0]).unwrap_err();
+    assert_eq!(e.path.as_deref(), Some(set[2].as_path()));
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: key 'split.no' is STRING, not an integer",
+            set[2].display()
+        )
+    );
+    assert!(e.kind.is_split_set());
+}
