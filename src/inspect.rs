@@ -216,6 +216,54 @@ pub fn render_text(h: &GgufHeader, opts: InspectOptions) -> String {
     o
 }
 
+/// The shard list of a split set ([`crate::gguf::GgufFile::shards`]) for the text report:
+/// one line per shard with its path, tensors (index range in the logical list) and file size.
+pub fn render_shards_text(shards: &[crate::gguf::GgufFile]) -> String {
+    let mut o = String::new();
+    if shards.is_empty() {
+        return o;
+    }
+    let _ = writeln!(o, "\nsplit set of {} shards:", shards.len());
+    let mut first = 0;
+    for (i, s) in shards.iter().enumerate() {
+        let n = s.tensors().len();
+        let _ = writeln!(
+            o,
+            "  {:>5}  {}  tensors {}..{} ({n})  {} bytes",
+            i,
+            escape(&s.path().display().to_string()),
+            first,
+            first + n,
+            s.file_size()
+        );
+        first += n;
+    }
+    o
+}
+
+/// The `shards` array of the JSON document for a split set: per shard its path, `split_no`,
+/// the index of its first tensor in the logical list, its tensor count and file size.
+pub fn render_shards_json(shards: &[crate::gguf::GgufFile]) -> Json {
+    let mut first = 0;
+    let list: Vec<Json> = shards
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let n = s.tensors().len();
+            let j = json!({
+                "path": s.path().display().to_string(),
+                "split_no": i,
+                "first_tensor": first,
+                "tensor_count": n,
+                "file_size": s.file_size(),
+            });
+            first += n;
+            j
+        })
+        .collect();
+    Json::Array(list)
+}
+
 /// The JSON document (schema version [`JSON_SCHEMA_VERSION`]).
 pub fn render_json(h: &GgufHeader, opts: InspectOptions) -> Json {
     let metadata: Vec<Json> = h

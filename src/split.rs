@@ -13,9 +13,9 @@ use crate::convert::KEY_TENSOR_SHA256;
 use crate::edit::{copy_tensors, stored_hashes, EditError};
 use crate::gguf::{Array, GgufFile, Metadata, Value};
 
-pub const KEY_SPLIT_NO: &str = "split.no";
-pub const KEY_SPLIT_COUNT: &str = "split.count";
-pub const KEY_SPLIT_TENSORS_COUNT: &str = "split.tensors.count";
+pub use crate::gguf::split_set::{
+    shard_path, KEY_SPLIT_COUNT, KEY_SPLIT_NO, KEY_SPLIT_TENSORS_COUNT,
+};
 
 /// How to cut the tensor list into shards.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,41 +54,17 @@ pub fn plan_shards(file: &GgufFile, limit: SplitLimit) -> Vec<Range<usize>> {
     shards
 }
 
-/// The path of shard `index` (0-based) of `count` for `prefix`, as llama.cpp derives it.
-pub fn shard_path(prefix: &Path, index: usize, count: usize) -> PathBuf {
-    let mut s = prefix.as_os_str().to_owned();
-    s.push(format!("-{:05}-of-{:05}.gguf", index + 1, count));
-    PathBuf::from(s)
-}
-
 /// Write `file` as shards named after `prefix`; returns their paths. The set appears under
 /// the output names only when every shard is complete: a failed split leaves nothing there.
 pub fn split(file: &GgufFile, prefix: &Path, limit: SplitLimit) -> Result<Vec<PathBuf>, EditError> {
-    if let Some(v) = file.metadata().get(KEY_SPLIT_COUNT) {
-        // gguf-split writes UINT16; another writer's integer type still marks a shard
-        let count: i128 = match v {
-            Value::U8(x) => (*x).into(),
-            Value::I8(x) => (*x).into(),
-            Value::U16(x) => (*x).into(),
-            Value::I16(x) => (*x).into(),
-            Value::U32(x) => (*x).into(),
-            Value::I32(x) => (*x).into(),
-            Value::U64(x) => (*x).into(),
-            Value::I64(x) => (*x).into(),
-            other => {
-                return Err(EditError::Refused(format!(
-                    "{}: key '{KEY_SPLIT_COUNT}' is {}, not an integer",
-                    file.path().display(),
-                    other.type_name()
-                )))
-            }
-        };
-        if count > 1 {
-            return Err(EditError::Refused(format!(
-                "{} is a shard of a {count}-file split already; split the whole model instead",
-                file.path().display()
-            )));
-        }
+    // gguf-split writes UINT16; another writer's integer type still marks a shard
+    let count = crate::gguf::split_set::split_int(file.metadata(), KEY_SPLIT_COUNT)
+        .map_err(|k| EditError::Refused(format!("{}: {k}", file.path().display())))?;
+    if let Some(count) = count.filter(|&c| c > 1) {
+        return Err(EditError::Refused(format!(
+            "{} is a shard of a {count}-file split already; split the whole model instead",
+            file.path().display()
+        )));
     }
     let shards = plan_shards(file, limit);
     if shards.len() > u16::MAX as usize {
@@ -153,6 +129,34 @@ pub fn split(file: &GgufFile, prefix: &Path, limit: SplitLimit) -> Result<Vec<Pa
     Ok(finals)
 }
 
+/// Write the split set `set` (opened with [`GgufFile::open_model`] or
+/// [`GgufFile::open_split`] from its first shard) as one file `out`: the set's logical metadata
+/// (the first shard's without the `split.*` keys, with the hash list of all tensors when the
+/// shards carry hashes) and every tensor byte for byte in order, each checked against its
+/// stored hash; streamed and written atomically (nothing appears under `out` on failure).
+pub fn merge(set: &GgufFile, out: &Path) -> Result<(), EditError> {
+    if !set.is_split() {
+        return Err(EditError::Refused(format!(
+            "{} is not a split set",
+            set.path().display()
+        )));
+    }
+    if set.metadata().get(KEY_TENSOR_SHA256).is_none() {
+        // shards with hashes that do not add up to the set's list are damaged
+        if let Some(s) = set
+            .shards()
+            .iter()
+            .find(|s| s.metadata().get(KEY_TENSOR_SHA256).is_some())
+        {
+            return Err(EditError::Refused(format!(
+                "{}: its '{KEY_TENSOR_SHA256}' does not fit the set (each shard needs one hash per tensor of its own); qforge verify tells more",
+                s.path().display()
+            )));
+        }
+    }
+    copy_tensors(set, set.metadata(), 0..set.tensors().len(), out)
+}
+
 /// The metadata of shard `i` of `count`: the input's (less its hashes and any split keys) in
 /// the first, then the split keys and, when the input has them, this shard's tensor hashes.
 fn shard_metadata(
@@ -199,6 +203,12 @@ fn shard_metadata(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_container_module_knows_qforges_hash_key() {
+        // gguf::split_set drops and rebuilds this key without depending on convert
+        assert_eq!(crate::gguf::split_set::KEY_HASHES, KEY_TENSOR_SHA256);
+    }
 
     #[test]
     fn shard_names_are_llama_cpps() {

@@ -209,7 +209,8 @@ fn a_shard_is_not_split_again() {
         &["--max-tensors", "10"],
     );
     assert!(o.status.success());
-    let first = stdout_paths(&o).remove(0);
+    let shards = stdout_paths(&o);
+    let first = shards[0].clone();
     let o = split_cmd(
         s(&first),
         s(&tmp.path().join("again")),
@@ -217,10 +218,11 @@ fn a_shard_is_not_split_again() {
     );
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("shard"));
-    // nor converted as if it were the whole model
+    // nor is a later shard converted as if it were the whole model (the first shard stands
+    // for the whole set: tests/split_input_cli.rs)
     let o = qforge(&[
         "convert",
-        s(&first),
+        s(&shards[1]),
         "-t",
         "q8_0",
         "-o",
@@ -228,6 +230,9 @@ fn a_shard_is_not_split_again() {
     ]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("shard") && err.contains(s(&first)), "{err}");
+    assert!(
+        err.contains("shard") && err.contains(s(&shards[1])),
+        "{err}"
+    );
     assert!(!tmp.path().join("c.gguf").exists());
 }

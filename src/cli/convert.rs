@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 
-use crate::convert::{self, ConvertRequest, Recipe, RunOptions, RECIPE_NAMES};
+use crate::convert::{self, peak_rss_mib, ConvertRequest, Input, Recipe, RunOptions, RECIPE_NAMES};
 use crate::gguf::GgufFile;
 
 #[derive(clap::Args, Debug)]
@@ -84,6 +84,17 @@ fn human(bytes: u64) -> String {
 pub fn run(args: ConvertArgs) -> anyhow::Result<i32> {
     let _ = RECIPE_NAMES;
     // Library errors already name the file, tensor or key.
+    if args.recipe.is_none() {
+        // a split set without -t is merged byte for byte, not planned
+        let path = convert::resolve_input(&args.input)?;
+        if path.is_file() {
+            if let Input::Gguf(set) = Input::open(&path)? {
+                if set.is_split() {
+                    return merge_set(&set, &args);
+                }
+            }
+        }
+    }
     let request = ConvertRequest {
         input: args.input,
         recipe: args.recipe,
@@ -159,9 +170,60 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// `convert FIRST_SHARD -o OUT` without `-t`: the split set merged into one file, every tensor
+/// byte for byte (with `-t` a set is re-typed like any GGUF file).
+fn merge_set(set: &GgufFile, args: &ConvertArgs) -> anyhow::Result<i32> {
+    if args.pure
+        || args.output_tensor_type.is_some()
+        || args.token_embedding_type.is_some()
+        || !args.tensor_type.is_empty()
+        || args.imatrix.is_some()
+    {
+        bail!("{}: without -t a split set is merged with every tensor unchanged; type options need -t", args.input.display());
+    }
+    let data: u64 = set.tensors().iter().map(|t| t.n_bytes()).sum();
+    if args.dry_run {
+        println!(
+            "merge {} shards ({} tensors, {} of tensor data) unchanged into one file",
+            set.shards().len(),
+            set.tensors().len(),
+            human(data)
+        );
+        return Ok(0);
+    }
+    let Some(out) = &args.output else {
+        bail!("-o/--output is required (or use --dry-run)");
+    };
+    let start = std::time::Instant::now();
+    crate::split::merge(set, out)?;
+    let seconds = start.elapsed().as_secs_f64();
+    if args.json {
+        let doc = serde_json::json!({
+            "output": out.display().to_string(),
+            "tensors": set.tensors().len(),
+            "shards": set.shards().len(),
+            "bytes_in": data,
+            "bytes_out": data,
+            "seconds": seconds,
+            "peak_rss_mib": peak_rss_mib(),
+        });
+        println!("{doc}");
+    }
+    if !args.quiet {
+        eprintln!(
+            "wrote {} (merged {} shards: {} tensors, {} of tensor data, unchanged) in {seconds:.2}s",
+            out.display(),
+            set.shards().len(),
+            set.tensors().len(),
+            human(data)
+        );
+    }
+    Ok(0)
+}
+
 #[derive(clap::Args, Debug)]
 pub struct VerifyArgs {
-    /// The GGUF file to check.
+    /// The GGUF file to check (the first shard of a split set checks every shard).
     pub file: PathBuf,
     /// Also compare every tensor with the checkpoint it was converted from.
     #[arg(long, value_name = "MODEL")]
@@ -172,7 +234,7 @@ pub struct VerifyArgs {
 }
 
 pub fn verify(args: VerifyArgs) -> anyhow::Result<i32> {
-    let file = match GgufFile::open(&args.file) {
+    let file = match GgufFile::open_model_or_shard(&args.file) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("error: {e}");
@@ -187,6 +249,13 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<i32> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
+        if !report.shards.is_empty() {
+            println!(
+                "split set of {} shards, {} tensors",
+                report.shards.len(),
+                file.tensors().len()
+            );
+        }
         if report.has_hashes {
             println!(
                 "structure ok; {} tensor hashes checked, {} mismatched",
@@ -195,6 +264,22 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<i32> {
             );
         } else {
             println!("structure ok; the file carries no qforge tensor hashes");
+        }
+        for sh in &report.shards {
+            if sh.has_hashes {
+                println!(
+                    "shard {}: {} tensors, {} hashes checked, {} mismatched",
+                    sh.file,
+                    sh.tensors,
+                    sh.hashed,
+                    sh.mismatched.len()
+                );
+            } else {
+                println!(
+                    "shard {}: {} tensors, no qforge tensor hashes",
+                    sh.file, sh.tensors
+                );
+            }
         }
         for m in &report.mismatched {
             println!(

@@ -20,7 +20,7 @@ pub use plan::{
 pub use recipe::{parse_ggml_type, Recipe, TypeOverrides, RECIPE_NAMES};
 pub(crate) use run::gguf_row_f32;
 pub use run::{execute, ProgressFn, RunOptions, RunReport};
-pub use verify::{verify_against, verify_hashes, HashCheck, TensorError, VerifyReport};
+pub use verify::{verify_against, verify_hashes, HashCheck, ShardCheck, TensorError, VerifyReport};
 
 /// All values of tensor `index` of `file` as f32, in ggml order (row by row), including
 /// NF4_DQ tensors (their state tensor is read from the same file).

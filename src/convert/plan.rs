@@ -119,11 +119,13 @@ impl Plan {
 #[allow(clippy::large_enum_variant)]
 pub enum Input {
     Checkpoint(Checkpoint),
+    /// A GGUF file, or the logical view of a split set ([`GgufFile::is_split`]).
     Gguf(GgufFile),
 }
 
 impl Input {
-    /// Open a model folder, a `.safetensors` file or a `.gguf` file.
+    /// Open a model folder, a `.safetensors` file or a `.gguf` file; the first shard of a
+    /// split set opens the whole set ([`GgufFile::open_model`]), another shard is refused.
     pub fn open(path: &Path) -> Result<Input, ConvertError> {
         let is_gguf = path.is_file() && {
             use std::io::Read;
@@ -134,7 +136,7 @@ impl Input {
                 .unwrap_or(false)
         };
         if is_gguf {
-            Ok(Input::Gguf(GgufFile::open(path)?))
+            Ok(Input::Gguf(GgufFile::open_model(path)?))
         } else {
             Ok(Input::Checkpoint(Checkpoint::open(path)?))
         }
@@ -636,13 +638,16 @@ fn plan_gguf(
             path.display()
         ))
     })?;
-    if let Some(Value::U16(count)) = g.metadata().get("split.count") {
-        if *count > 1 {
-            return Err(ConvertError::Plan(format!(
-                "{}: one shard of a {count}-file split; converting split files is not supported yet (convert the unsplit file, then split the output)",
-                path.display()
-            )));
-        }
+    // A set opened with GgufFile::open_model has no split keys; a shard opened on its own
+    // with GgufFile::open does.
+    let count =
+        crate::gguf::split_set::split_int(g.metadata(), crate::gguf::split_set::KEY_SPLIT_COUNT)
+            .map_err(|k| ConvertError::Plan(format!("{}: {k}", path.display())))?;
+    if let Some(count) = count.filter(|&c| c > 1) {
+        return Err(ConvertError::Plan(format!(
+            "{}: one shard of a {count}-file split opened alone; open the set from its first shard (GgufFile::open_model) to convert the whole model",
+            path.display()
+        )));
     }
     let mut tensors = Vec::new();
     for (index, info) in g.tensors().iter().enumerate() {

@@ -45,14 +45,84 @@ pub struct VerifyReport {
     pub against: Vec<TensorError>,
     /// Source tensors with no counterpart in the file, and file tensors with none in the source.
     pub unmatched: Vec<String>,
+    /// For a split set, each shard's result (empty for a single file).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardCheck>,
+}
+
+/// The hash check of one shard of a split set.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ShardCheck {
+    pub file: String,
+    pub tensors: usize,
+    /// False when the shard's tensors have no stored hashes.
+    pub has_hashes: bool,
+    pub hashed: usize,
+    /// Names of this shard's tensors whose data does not match the stored hash.
+    pub mismatched: Vec<String>,
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Check every stored tensor hash of `file`.
+/// Check every stored tensor hash of `file`. For a split set, each shard's own hash list is
+/// checked against its own tensors (so a damaged list names the shard), or, for a set whose
+/// first shard holds the hashes of all tensors (`llama-gguf-split` of a qforge file), that list;
+/// either way the report gives each shard's result in [`VerifyReport::shards`].
 pub fn verify_hashes(file: &GgufFile) -> Result<VerifyReport, ConvertError> {
+    if !file.is_split() {
+        return verify_one(file);
+    }
+    let shards = file.shards();
+    let own = |s: &GgufFile| s.metadata().get(KEY_TENSOR_SHA256).is_some();
+    let logical_only = file.metadata().get(KEY_TENSOR_SHA256).is_some()
+        && !shards[1..].iter().any(own)
+        && matches!(shards[0].metadata().get(KEY_TENSOR_SHA256),
+            Some(Value::Array(crate::gguf::Array::String(h))) if h.len() != shards[0].tensors().len());
+    let mut report = VerifyReport::default();
+    if logical_only {
+        report = verify_one(file)?;
+        for (k, shard) in shards.iter().enumerate() {
+            let mismatched = report
+                .mismatched
+                .iter()
+                .filter(|m| {
+                    file.tensor_by_name(&m.name)
+                        .and_then(|(i, _)| file.shard_of(i))
+                        .is_some_and(|(s, _)| s == k)
+                })
+                .map(|m| m.name.clone())
+                .collect();
+            report.shards.push(ShardCheck {
+                file: shard.path().display().to_string(),
+                tensors: shard.tensors().len(),
+                has_hashes: true,
+                hashed: shard.tensors().len(),
+                mismatched,
+            });
+        }
+        return Ok(report);
+    }
+    report.has_hashes = true;
+    for shard in shards {
+        let r = verify_one(shard)?;
+        report.has_hashes &= r.has_hashes;
+        report.hashed += r.hashed;
+        report.shards.push(ShardCheck {
+            file: shard.path().display().to_string(),
+            tensors: shard.tensors().len(),
+            has_hashes: r.has_hashes,
+            hashed: r.hashed,
+            mismatched: r.mismatched.iter().map(|m| m.name.clone()).collect(),
+        });
+        report.mismatched.extend(r.mismatched);
+    }
+    Ok(report)
+}
+
+/// [`verify_hashes`] of one file (or of a set's logical hash list).
+fn verify_one(file: &GgufFile) -> Result<VerifyReport, ConvertError> {
     let mut report = VerifyReport::default();
     let Some(value) = file.metadata().get(KEY_TENSOR_SHA256) else {
         return Ok(report);

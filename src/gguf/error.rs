@@ -119,6 +119,61 @@ pub enum ErrorKind {
     },
     #[error("{0}")]
     Io(String),
+    /// Split sets (the error's path is the shard concerned): a shard of the set is absent.
+    #[error("missing (the set named by {first} has {count} shards)")]
+    ShardMissing { first: String, count: u64 },
+    /// A split key is absent, not an integer, or out of range.
+    #[error("key '{key}' {problem}")]
+    SplitKey { key: &'static str, problem: String },
+    /// The first shard's name does not follow `PREFIX-00001-of-NNNNN.gguf`.
+    #[error(
+        "the name does not end in '{expected}', so the other shards of the set cannot be found"
+    )]
+    ShardName { expected: String },
+    /// A shard other than the first was given where the set is opened.
+    #[error(
+        "shard {no} of {count} of a split set; give its first shard ({first}) for the whole model"
+    )]
+    NotFirstShard { no: u64, count: u64, first: String },
+    /// A shard's `split.no` is not its place in the set.
+    #[error("split.no is {found}, expected {expected}")]
+    ShardNumber { found: i64, expected: u64 },
+    /// A shard's `split.count` or `split.tensors.count` differs from the first shard's.
+    #[error("{key} {found} differs from {expected} in the first shard ({first})")]
+    ShardMismatch {
+        key: &'static str,
+        found: i64,
+        expected: i64,
+        first: String,
+    },
+    /// The shards together hold another number of tensors than `split.tensors.count`.
+    #[error("split.tensors.count is {declared} but the {shards} shards hold {found} tensors")]
+    SetTensorCount {
+        declared: i64,
+        shards: u64,
+        found: u64,
+    },
+    /// A tensor name occurs in two shards.
+    #[error("tensor '{name}' is also in {other}")]
+    ShardDuplicateTensor { name: String, other: String },
+}
+
+impl ErrorKind {
+    /// Whether this is a check of a split set (a missing or mismatched shard) rather than of
+    /// one file's bytes.
+    pub fn is_split_set(&self) -> bool {
+        matches!(
+            self,
+            ErrorKind::ShardMissing { .. }
+                | ErrorKind::SplitKey { .. }
+                | ErrorKind::ShardName { .. }
+                | ErrorKind::NotFirstShard { .. }
+                | ErrorKind::ShardNumber { .. }
+                | ErrorKind::ShardMismatch { .. }
+                | ErrorKind::SetTensorCount { .. }
+                | ErrorKind::ShardDuplicateTensor { .. }
+        )
+    }
 }
 
 fn unsupported_version(v: u32) -> String {

@@ -3,6 +3,7 @@
 
 mod error;
 pub mod reader;
+pub mod split_set;
 mod types;
 mod value;
 pub mod writer;

@@ -524,11 +524,21 @@ impl GgufHeader {
 }
 
 /// A memory-mapped, validated GGUF file with zero-copy tensor views.
+///
+/// One value is either a single file ([`GgufFile::open`]) or the logical view of a split set
+/// ([`GgufFile::open_split`], [`GgufFile::open_model`]): then [`tensors`](GgufFile::tensors) is
+/// the shards' tensors in order, [`tensor_data`](GgufFile::tensor_data) reads from the shard
+/// holding the tensor, and [`shards`](GgufFile::shards) lists the shards, each a strict
+/// single-file `GgufFile` of its own.
 pub struct GgufFile {
     path: PathBuf,
     map: Option<Mmap>,
     header: GgufHeader,
     by_name: HashMap<String, usize>,
+    /// The shards of a split set (empty for a single file).
+    shards: Vec<GgufFile>,
+    /// For a split set: tensor `i` is tensor `locs[i].1` of shard `locs[i].0`.
+    locs: Vec<(usize, usize)>,
 }
 
 impl std::fmt::Debug for GgufFile {
@@ -536,6 +546,7 @@ impl std::fmt::Debug for GgufFile {
         f.debug_struct("GgufFile")
             .field("path", &self.path)
             .field("tensors", &self.header.tensors.len())
+            .field("shards", &self.shards.len())
             .finish()
     }
 }
@@ -572,15 +583,73 @@ impl GgufFile {
             map,
             header,
             by_name,
+            shards: Vec::new(),
+            locs: Vec::new(),
         })
     }
 
+    /// The logical view of `shards` (already checked to form one set, at least one shard,
+    /// tensor names unique across them) with `metadata`: the first shard's version, alignment,
+    /// data offset and path, the tensors of all shards in order (each `offset` relative to its
+    /// own shard's data section), and `file_size` the shards' sizes added up.
+    pub(crate) fn from_shards(shards: Vec<GgufFile>, metadata: Metadata) -> GgufFile {
+        let first = &shards[0];
+        let n: usize = shards.iter().map(|s| s.tensors().len()).sum();
+        let mut tensors = Vec::with_capacity(n);
+        let mut locs = Vec::with_capacity(n);
+        for (s, shard) in shards.iter().enumerate() {
+            for (j, t) in shard.tensors().iter().enumerate() {
+                tensors.push(t.clone());
+                locs.push((s, j));
+            }
+        }
+        let header = GgufHeader {
+            version: first.version(),
+            alignment: first.alignment(),
+            metadata,
+            tensors,
+            data_offset: first.data_offset(),
+            file_size: shards.iter().map(|s| s.file_size()).sum(),
+        };
+        let by_name = header
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        GgufFile {
+            path: first.path.clone(),
+            map: None,
+            header,
+            by_name,
+            shards,
+            locs,
+        }
+    }
+
+    /// The path given to open it (for a split set, its first shard's).
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// The header (for a split set, the logical one: see [`GgufFile::from_shards`]).
     pub fn header(&self) -> &GgufHeader {
         &self.header
+    }
+
+    /// The shards of a split set, in order; empty for a single file.
+    pub fn shards(&self) -> &[GgufFile] {
+        &self.shards
+    }
+
+    /// Whether this is the logical view of a split set of more than one file.
+    pub fn is_split(&self) -> bool {
+        !self.shards.is_empty()
+    }
+
+    /// For a split set, the shard holding tensor `index` and the tensor's index there.
+    pub fn shard_of(&self, index: usize) -> Option<(usize, usize)> {
+        self.locs.get(index).copied()
     }
 
     pub fn version(&self) -> u32 {
@@ -620,6 +689,9 @@ impl GgufFile {
     /// # Panics
     /// If `index >= tensors().len()`.
     pub fn tensor_data(&self, index: usize) -> &[u8] {
+        if let Some(&(s, j)) = self.locs.get(index) {
+            return self.shards[s].tensor_data(j);
+        }
         let t = &self.header.tensors[index];
         // validated: data_offset + offset + n_bytes <= file size
         let start = (self.header.data_offset + t.offset) as usize;
@@ -635,6 +707,9 @@ impl GgufFile {
 
     /// Drop the pages of a tensor's data from resident memory (they are re-read if touched).
     pub fn release(&self, index: usize) {
+        if let Some(&(s, j)) = self.locs.get(index) {
+            return self.shards[s].release(j);
+        }
         let Some(map) = &self.map else { return };
         let Some(t) = self.header.tensors.get(index) else {
             return;

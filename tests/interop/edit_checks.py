@@ -127,3 +127,40 @@ def edit_checks(h, args, fix, tmp):
         return f"{len(shards)} shards: gguf-py reads them (tensors and metadata), llama.cpp loads the first with logits identical to the whole file and refuses without the last; each verifies"
 
     h.check("split: llama.cpp loads the shards as one model", split, only)
+
+    def merged():
+        q = os.path.join(work, "q4_k_m.gguf")
+        if not os.path.exists(q):
+            h.convert(qforge, src, "q4_k_m", q)
+        prefix = os.path.join(work, "merge", "m")
+        os.makedirs(os.path.dirname(prefix), exist_ok=True)
+        r = h.run_qforge(qforge, "split", q, "-o", prefix, "--max-tensors", "8")
+        if r.returncode != 0:
+            raise AssertionError(r.stderr)
+        shards = r.stdout.split()
+        out = os.path.join(work, "merge", "merged.gguf")
+        r = h.run_qforge(qforge, "convert", shards[0], "-o", out)
+        if r.returncode != 0:
+            raise AssertionError(r.stderr)
+        # gguf-py reads the same keys and tensors as in the unsplit file
+        (kva, ta), (kvb, tb) = h.read_gguf(q), h.read_gguf(out)
+        diffs = h.describe_kv_diff(kvb, kva)
+        if diffs or ta != tb:
+            raise AssertionError(f"gguf-py reading differs: {diffs[:4]}; tensors equal {ta == tb}")
+        tokens = list(range(1, 40))
+        whole = h.llama_logits(q, tokens)
+        h.release(q)
+        back = h.llama_logits(out, tokens)
+        h.release(out)
+        if not np.array_equal(whole, back):
+            raise AssertionError(f"logits differ by {np.abs(whole - back).max()}")
+        # negative control: a merge of a set with a missing shard is refused, nothing written
+        os.remove(out)
+        os.remove(shards[1])
+        r = h.run_qforge(qforge, "convert", shards[0], "-o", out)
+        if r.returncode == 0 or os.path.exists(out) or shards[1] not in r.stderr:
+            raise AssertionError(f"a set without {shards[1]} was merged: {r.returncode} {r.stderr}")
+        return (f"{len(shards)} shards merged: gguf-py reads the unsplit file's {len(kvb)} keys and {len(tb)} "
+                f"tensors, llama.cpp logits identical; a missing shard is refused")
+
+    h.check("split: convert merges the shards back into the model", merged, only)
