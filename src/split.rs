@@ -27,15 +27,45 @@ pub enum SplitLimit {
     Bytes(u64),
 }
 
+/// A size limit like `500M` or `4G` in bytes (decimal units, as llama-gguf-split; a plain
+/// number is bytes). The error quotes the text.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let (digits, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c.to_ascii_uppercase()),
+        _ => (text, ' '),
+    };
+    let n: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?}: not a size like 500M or 4G"))?;
+    let scale: u64 = match unit {
+        ' ' => 1,
+        'K' => 1_000,
+        'M' => 1_000_000,
+        'G' => 1_000_000_000,
+        _ => return Err(format!("{text:?}: units are K, M or G")),
+    };
+    match n.checked_mul(scale) {
+        Some(0) | None => Err(format!("{text:?}: must be a positive size")),
+        Some(v) => Ok(v),
+    }
+}
+
 /// The tensor index ranges of the shards, in order; never an empty shard.
 pub fn plan_shards(file: &GgufFile, limit: SplitLimit) -> Vec<Range<usize>> {
-    let n = file.tensors().len();
-    let align = file.alignment().max(1);
+    let sizes: Vec<u64> = file.tensors().iter().map(|t| t.n_bytes()).collect();
+    plan_shards_by_size(&sizes, file.alignment(), limit)
+}
+
+/// [`plan_shards`] for tensors of `sizes` bytes stored at `alignment`.
+pub fn plan_shards_by_size(sizes: &[u64], alignment: u64, limit: SplitLimit) -> Vec<Range<usize>> {
+    let n = sizes.len();
+    let align = alignment.max(1);
     let mut shards = Vec::new();
     let mut start = 0;
     let mut bytes = 0u64;
-    for (i, t) in file.tensors().iter().enumerate() {
-        let size = t.n_bytes().div_ceil(align) * align;
+    for (i, &t) in sizes.iter().enumerate() {
+        let size = t.div_ceil(align) * align;
         let cut = i > start
             && match limit {
                 SplitLimit::Tensors(max) => i - start >= max.max(1),
@@ -85,15 +115,7 @@ pub fn split(file: &GgufFile, prefix: &Path, limit: SplitLimit) -> Result<Vec<Pa
     // Every shard is first written under a hidden temporary prefix and renamed into place
     // only once all of them are complete, so a failure leaves neither a partial set nor a
     // half-replaced earlier one under the output names.
-    let dir = match prefix.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = prefix
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "split".into());
-    let staging = dir.join(format!(".{name}.qforge-split-{}", std::process::id()));
+    let staging = staging_prefix(prefix);
     let mut staged = Vec::with_capacity(shards.len());
     let mut result = Ok(());
     for (i, range) in shards.iter().enumerate() {
@@ -108,25 +130,46 @@ pub fn split(file: &GgufFile, prefix: &Path, limit: SplitLimit) -> Result<Vec<Pa
     let finals: Vec<PathBuf> = (0..shards.len())
         .map(|i| shard_path(prefix, i, shards.len()))
         .collect();
-    if result.is_ok() {
-        for (from, to) in staged.iter().zip(&finals) {
-            if let Err(e) = std::fs::rename(from, to) {
-                result = Err(EditError::Refused(format!(
-                    "cannot move {} to {}: {e}",
-                    from.display(),
-                    to.display()
-                )));
-                break;
-            }
-        }
-    }
     if let Err(e) = result {
-        for p in &staged {
+        staged.iter().for_each(|p| {
             let _ = std::fs::remove_file(p);
-        }
+        });
         return Err(e);
     }
+    commit_staged(&staged, &finals).map_err(EditError::Refused)?;
     Ok(finals)
+}
+
+/// The hidden prefix a set of shards for `prefix` is first written under (same folder, so the
+/// final renames stay on one file system).
+pub(crate) fn staging_prefix(prefix: &Path) -> PathBuf {
+    let dir = match prefix.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = prefix
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "split".into());
+    dir.join(format!(".{name}.qforge-split-{}", std::process::id()))
+}
+
+/// Rename every complete staged shard to its final name; on a failure remove the staged
+/// shards not yet moved and the ones already moved, so no partial set is left behind.
+pub(crate) fn commit_staged(staged: &[PathBuf], finals: &[PathBuf]) -> Result<(), String> {
+    for (k, (from, to)) in staged.iter().zip(finals).enumerate() {
+        if let Err(e) = std::fs::rename(from, to) {
+            staged[k..].iter().chain(&finals[..k]).for_each(|p| {
+                let _ = std::fs::remove_file(p);
+            });
+            return Err(format!(
+                "cannot move {} to {}: {e}",
+                from.display(),
+                to.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Write the split set `set` (opened with [`GgufFile::open_model`] or
@@ -167,8 +210,27 @@ fn shard_metadata(
     hashes: Option<&[String]>,
     range: &Range<usize>,
 ) -> Result<Metadata, EditError> {
+    shard_metadata_for(file.metadata(), i, count, total, hashes, range).map_err(|e| {
+        EditError::Gguf {
+            path: file.path().to_path_buf(),
+            error: Box::new(e),
+        }
+    })
+}
+
+/// The metadata of shard `i` of `count` holding tensors `range` (of `total`): the first shard
+/// carries `base` (without hashes and split keys), every shard the split keys and, when
+/// `hashes` are given, the hashes of its own tensors.
+pub fn shard_metadata_for(
+    base: &Metadata,
+    i: usize,
+    count: usize,
+    total: i32,
+    hashes: Option<&[String]>,
+    range: &Range<usize>,
+) -> Result<Metadata, crate::gguf::GgufError> {
     let mut m = if i == 0 {
-        let mut m = file.metadata().clone();
+        let mut m = base.clone();
         for key in [
             KEY_TENSOR_SHA256,
             KEY_SPLIT_NO,
@@ -181,21 +243,14 @@ fn shard_metadata(
     } else {
         Metadata::new()
     };
-    let gguf = |e| EditError::Gguf {
-        path: file.path().to_path_buf(),
-        error: Box::new(e),
-    };
-    m.set(KEY_SPLIT_NO, Value::U16(i as u16)).map_err(gguf)?;
-    m.set(KEY_SPLIT_COUNT, Value::U16(count as u16))
-        .map_err(gguf)?;
-    m.set(KEY_SPLIT_TENSORS_COUNT, Value::I32(total))
-        .map_err(gguf)?;
+    m.set(KEY_SPLIT_NO, Value::U16(i as u16))?;
+    m.set(KEY_SPLIT_COUNT, Value::U16(count as u16))?;
+    m.set(KEY_SPLIT_TENSORS_COUNT, Value::I32(total))?;
     if let Some(h) = hashes {
         m.set(
             KEY_TENSOR_SHA256,
             Value::Array(Array::String(h[range.clone()].to_vec())),
-        )
-        .map_err(gguf)?;
+        )?;
     }
     Ok(m)
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 
-use crate::convert::{self, peak_rss_mib, ConvertRequest, Input, Recipe, RunOptions, RECIPE_NAMES};
+use crate::convert::{self, ConvertRequest, Recipe, RunOptions, RECIPE_NAMES};
 use crate::gguf::GgufFile;
 
 #[derive(clap::Args, Debug)]
@@ -20,6 +20,14 @@ pub struct ConvertArgs {
     /// Output GGUF file (written atomically: nothing appears under this name on failure).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// Write a split set instead of one file: shards OUTPUT-00001-of-0000N.gguf … (OUTPUT
+    /// without .gguf) of at most SIZE bytes of tensor data each (500M, 4G: decimal units, as
+    /// llama-gguf-split), tensors never cut; llama.cpp loads the set from the first shard.
+    #[arg(long, value_name = "SIZE", conflicts_with = "split_max_tensors")]
+    pub split_max_size: Option<String>,
+    /// Write a split set of at most N tensors per shard (see --split-max-size).
+    #[arg(long, value_name = "N")]
+    pub split_max_tensors: Option<usize>,
     /// Print the plan (tensor, shape, source type -> output type, bytes) and stop.
     #[arg(long)]
     pub dry_run: bool,
@@ -84,18 +92,17 @@ fn human(bytes: u64) -> String {
 pub fn run(args: ConvertArgs) -> anyhow::Result<i32> {
     let _ = RECIPE_NAMES;
     // Library errors already name the file, tensor or key.
-    if args.recipe.is_none() {
-        // a split set without -t is merged byte for byte, not planned
-        let path = convert::resolve_input(&args.input)?;
-        if path.is_file() {
-            if let Input::Gguf(set) = Input::open(&path)? {
-                if set.is_split() {
-                    return merge_set(&set, &args);
-                }
-            }
-        }
-    }
+    let split = match (args.split_max_tensors, &args.split_max_size) {
+        (Some(0), _) => bail!("--split-max-tensors must be at least 1"),
+        (Some(n), _) => Some(crate::split::SplitLimit::Tensors(n)),
+        (None, Some(s)) => Some(crate::split::SplitLimit::Bytes(super::edit::parse_size(
+            "--split-max-size",
+            s,
+        )?)),
+        (None, None) => None,
+    };
     let request = ConvertRequest {
+        split,
         input: args.input,
         recipe: args.recipe,
         pure: args.pure,
@@ -112,6 +119,10 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<i32> {
             ..RunOptions::default()
         },
     };
+    if let Some(file) = request.unchanged_gguf()? {
+        let flags = (args.dry_run, args.json, args.quiet);
+        return copy_gguf(&request, &file, args.output.as_deref(), flags);
+    }
     let job = request.plan()?;
     let plan = &job.plan;
     if !args.quiet {
@@ -150,9 +161,13 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_value(&summary)?);
     }
     if !args.quiet {
+        let written = match &summary.shards {
+            Some(s) => format!("{} shards, load {}", s.len(), summary.output),
+            None => out.display().to_string(),
+        };
         eprintln!(
             "wrote {} ({} tensors, {} of tensor data) in {:.2}s, {:.2} GB/s of source read",
-            out.display(),
+            written,
             summary.tensors,
             human(summary.bytes_out),
             summary.seconds,
@@ -170,52 +185,43 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// `convert FIRST_SHARD -o OUT` without `-t`: the split set merged into one file, every tensor
-/// byte for byte (with `-t` a set is re-typed like any GGUF file).
-fn merge_set(set: &GgufFile, args: &ConvertArgs) -> anyhow::Result<i32> {
-    if args.pure
-        || args.output_tensor_type.is_some()
-        || args.token_embedding_type.is_some()
-        || !args.tensor_type.is_empty()
-        || args.imatrix.is_some()
-    {
-        bail!("{}: without -t a split set is merged with every tensor unchanged; type options need -t", args.input.display());
-    }
-    let data: u64 = set.tensors().iter().map(|t| t.n_bytes()).sum();
-    if args.dry_run {
-        println!(
-            "merge {} shards ({} tensors, {} of tensor data) unchanged into one file",
-            set.shards().len(),
-            set.tensors().len(),
-            human(data)
-        );
+/// A GGUF input without `-t`: every tensor is kept byte for byte (a split set merged, or a
+/// file or set re-split).
+fn copy_gguf(
+    request: &ConvertRequest,
+    file: &GgufFile,
+    output: Option<&std::path::Path>,
+    (dry_run, json, quiet): (bool, bool, bool),
+) -> anyhow::Result<i32> {
+    let data: u64 = file.tensors().iter().map(|t| t.n_bytes()).sum();
+    let what = match request.split {
+        Some(_) => format!("split {} tensors", file.tensors().len()),
+        None => format!(
+            "merged {} shards: {} tensors",
+            file.shards().len(),
+            file.tensors().len()
+        ),
+    };
+    if dry_run {
+        println!("{what}, {} of tensor data, unchanged", human(data));
         return Ok(0);
     }
-    let Some(out) = &args.output else {
+    let Some(out) = output else {
         bail!("-o/--output is required (or use --dry-run)");
     };
-    let start = std::time::Instant::now();
-    crate::split::merge(set, out)?;
-    let seconds = start.elapsed().as_secs_f64();
-    if args.json {
-        let doc = serde_json::json!({
-            "output": out.display().to_string(),
-            "tensors": set.tensors().len(),
-            "shards": set.shards().len(),
-            "bytes_in": data,
-            "bytes_out": data,
-            "seconds": seconds,
-            "peak_rss_mib": peak_rss_mib(),
-        });
-        println!("{doc}");
+    let summary = request.copy_unchanged(file, out)?;
+    if json {
+        println!("{}", serde_json::to_value(&summary)?);
     }
-    if !args.quiet {
+    if !quiet {
+        let written = match &summary.shards {
+            Some(p) => format!("{} shards, load {}", p.len(), summary.output),
+            None => summary.output.clone(),
+        };
         eprintln!(
-            "wrote {} (merged {} shards: {} tensors, {} of tensor data, unchanged) in {seconds:.2}s",
-            out.display(),
-            set.shards().len(),
-            set.tensors().len(),
-            human(data)
+            "wrote {written} ({what}, {} of tensor data, unchanged) in {:.2}s",
+            human(data),
+            summary.seconds
         );
     }
     Ok(0)

@@ -212,27 +212,9 @@ pub struct SplitArgs {
     pub max_size: Option<String>,
 }
 
-/// `500M` -> 500_000_000; decimal units as llama-gguf-split.
-fn parse_size(text: &str) -> anyhow::Result<u64> {
-    let (digits, unit) = match text.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c.to_ascii_uppercase()),
-        _ => (text, ' '),
-    };
-    let n: u64 = digits
-        .trim()
-        .parse()
-        .with_context(|| format!("--max-size {text:?}: not a size like 500M or 4G"))?;
-    let scale: u64 = match unit {
-        ' ' => 1,
-        'K' => 1_000,
-        'M' => 1_000_000,
-        'G' => 1_000_000_000,
-        _ => bail!("--max-size {text:?}: units are K, M or G"),
-    };
-    match n.checked_mul(scale) {
-        Some(0) | None => bail!("--max-size {text:?}: must be a positive size"),
-        Some(v) => Ok(v),
-    }
+/// [`crate::split::parse_size`] with the flag named in the error.
+pub(crate) fn parse_size(flag: &str, text: &str) -> anyhow::Result<u64> {
+    crate::split::parse_size(text).map_err(|e| anyhow::anyhow!("{flag} {e}"))
 }
 
 pub fn split(args: SplitArgs) -> anyhow::Result<i32> {
@@ -240,7 +222,7 @@ pub fn split(args: SplitArgs) -> anyhow::Result<i32> {
     let limit = match (args.max_tensors, &args.max_size) {
         (Some(0), _) => bail!("--max-tensors must be at least 1"),
         (Some(n), None) => SplitLimit::Tensors(n),
-        (None, Some(s)) => SplitLimit::Bytes(parse_size(s)?),
+        (None, Some(s)) => SplitLimit::Bytes(parse_size("--max-size", s)?),
         _ => bail!("give one of --max-tensors or --max-size"),
     };
     let file = GgufFile::open(&args.input)?;
@@ -262,12 +244,12 @@ mod tests {
 
     #[test]
     fn sizes_use_decimal_units() {
-        assert_eq!(parse_size("500M").unwrap(), 500_000_000);
-        assert_eq!(parse_size("4G").unwrap(), 4_000_000_000);
-        assert_eq!(parse_size("12k").unwrap(), 12_000);
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert!(parse_size("0M").is_err());
-        assert!(parse_size("5X").is_err());
-        assert!(parse_size("M").is_err());
+        assert_eq!(parse_size("--max-size", "500M").unwrap(), 500_000_000);
+        assert_eq!(parse_size("--max-size", "4G").unwrap(), 4_000_000_000);
+        assert_eq!(parse_size("--max-size", "12k").unwrap(), 12_000);
+        assert_eq!(parse_size("--max-size", "4096").unwrap(), 4096);
+        assert!(parse_size("--max-size", "0M").is_err());
+        assert!(parse_size("--max-size", "5X").is_err());
+        assert!(parse_size("--max-size", "M").is_err());
     }
 }

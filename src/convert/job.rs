@@ -10,10 +10,11 @@ use std::sync::Arc;
 
 use super::plan::{plan_with_options, Input, Plan, PlanOptions};
 use super::recipe::{Recipe, TypeOverrides};
-use super::run::{execute, RunOptions};
+use super::run::{execute, execute_split, RunOptions};
 use super::ConvertError;
 use crate::gguf::GgmlType;
 use crate::source::{hf_cache, imatrix::Imatrix};
+use crate::split::SplitLimit;
 
 /// Everything that decides a conversion except the output path.
 #[derive(Clone, Debug, Default)]
@@ -41,13 +42,20 @@ pub struct ConvertRequest {
     pub exclude_weights: Vec<String>,
     /// Threads, progress bar, progress callback, cancel flag.
     pub run: RunOptions,
+    /// Write a split set (shards cut at this limit, as `llama-gguf-split` writes them)
+    /// instead of one file.
+    pub split: Option<SplitLimit>,
 }
 
 /// What `convert --json` prints: the output path, tensor count, bytes of tensor data read and
 /// written, wall time of the run, GB/s of source read, and the process's peak RSS (Linux).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ConvertSummary {
+    /// The output file (of a split set: its first shard, the one llama.cpp loads).
     pub output: String,
+    /// Every shard of a split output, in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shards: Option<Vec<String>>,
     pub tensors: usize,
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -64,6 +72,7 @@ pub struct ConvertJob {
     pub input: Input,
     pub plan: Plan,
     run: RunOptions,
+    split: Option<SplitLimit>,
 }
 
 impl std::fmt::Debug for ConvertJob {
@@ -144,6 +153,7 @@ impl ConvertRequest {
             input,
             plan,
             run: self.run.clone(),
+            split: self.split,
         })
     }
 
@@ -166,11 +176,27 @@ impl ConvertJob {
 
     /// Write the planned file to `output` (atomically: nothing appears under that name unless
     /// the run completes) and summarise the run.
+    ///
+    /// With a split limit, `output` names the set: `model.gguf` (or `model`) gives shards
+    /// `model-00001-of-0000N.gguf` …, all renamed into place only when every one is complete.
     pub fn execute(&self, output: &Path) -> Result<ConvertSummary, ConvertError> {
-        let report = execute(&self.plan, &self.input, output, &self.run)?;
+        let (report, shards) = match self.split {
+            None => (execute(&self.plan, &self.input, output, &self.run)?, None),
+            Some(limit) => {
+                let prefix = split_prefix(output);
+                let (report, paths) =
+                    execute_split(&self.plan, &self.input, &prefix, limit, &self.run)?;
+                (report, Some(paths))
+            }
+        };
         let bytes_in = source_bytes(&self.input);
+        let output = shards
+            .as_ref()
+            .and_then(|s| s.first())
+            .map_or(output, |p| p.as_path());
         Ok(ConvertSummary {
             output: output.display().to_string(),
+            shards: shards.map(|s| s.iter().map(|p| p.display().to_string()).collect()),
             tensors: report.tensors,
             bytes_in,
             bytes_out: report.data_bytes,
@@ -178,6 +204,82 @@ impl ConvertJob {
             gb_per_s: bytes_in as f64 / report.seconds.max(1e-9) / 1e9,
             peak_rss_mib: peak_rss_mib(),
         })
+    }
+}
+
+impl ConvertRequest {
+    /// A GGUF input with no type keeps every tensor byte for byte: a split set is merged into
+    /// one file, and with a split limit any GGUF file or set is (re-)split. Returns the opened
+    /// input when the request is such a copy ([`ConvertRequest::copy_unchanged`] writes it),
+    /// `None` when it is planned as a conversion.
+    pub fn unchanged_gguf(&self) -> Result<Option<crate::gguf::GgufFile>, ConvertError> {
+        if self.recipe.is_some() {
+            return Ok(None);
+        }
+        let path = resolve_input(&self.input)?;
+        if !path.is_file() {
+            return Ok(None);
+        }
+        match Input::open(&path)? {
+            Input::Gguf(f) if f.is_split() || self.split.is_some() => Ok(Some(f)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Write `file` (from [`ConvertRequest::unchanged_gguf`]) to `output` unchanged: merged
+    /// into one file, or split at the request's limit (`output` then names the set as in
+    /// [`ConvertJob::execute`]). Tensors are checked against their stored hashes on the way;
+    /// nothing appears under the output names on failure.
+    pub fn copy_unchanged(
+        &self,
+        file: &crate::gguf::GgufFile,
+        output: &Path,
+    ) -> Result<ConvertSummary, ConvertError> {
+        if self.pure
+            || self.output_tensor_type.is_some()
+            || self.token_embedding_type.is_some()
+            || !self.tensor_types.is_empty()
+            || self.imatrix.is_some()
+        {
+            return Err(ConvertError::Plan(format!(
+                "{}: without -t a GGUF input is merged or split with every tensor unchanged; \
+                 type options need -t",
+                self.input.display()
+            )));
+        }
+        let start = std::time::Instant::now();
+        let edit = |e: crate::edit::EditError| ConvertError::Plan(e.to_string());
+        let (first, shards) = match self.split {
+            None => {
+                crate::split::merge(file, output).map_err(edit)?;
+                (output.to_path_buf(), None)
+            }
+            Some(limit) => {
+                let paths =
+                    crate::split::split(file, &split_prefix(output), limit).map_err(edit)?;
+                (paths[0].clone(), Some(paths))
+            }
+        };
+        let seconds = start.elapsed().as_secs_f64();
+        let data: u64 = file.tensors().iter().map(|t| t.n_bytes()).sum();
+        Ok(ConvertSummary {
+            output: first.display().to_string(),
+            shards: shards.map(|s| s.iter().map(|p| p.display().to_string()).collect()),
+            tensors: file.tensors().len(),
+            bytes_in: data,
+            bytes_out: data,
+            seconds,
+            gb_per_s: data as f64 / seconds.max(1e-9) / 1e9,
+            peak_rss_mib: peak_rss_mib(),
+        })
+    }
+}
+
+/// The shard prefix for a split output named `output`: without its `.gguf` extension.
+pub fn split_prefix(output: &Path) -> PathBuf {
+    match output.extension() {
+        Some(e) if e.eq_ignore_ascii_case("gguf") => output.with_extension(""),
+        _ => output.to_path_buf(),
     }
 }
 

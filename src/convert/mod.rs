@@ -11,7 +11,8 @@ mod verify;
 use std::path::{Path, PathBuf};
 
 pub use job::{
-    peak_rss_mib, resolve_input, source_bytes, ConvertJob, ConvertRequest, ConvertSummary,
+    peak_rss_mib, resolve_input, source_bytes, split_prefix, ConvertJob, ConvertRequest,
+    ConvertSummary,
 };
 pub use plan::{
     plan, plan_with, plan_with_options, Input, Plan, PlanOptions, PlannedTensor, TensorSource,
@@ -19,7 +20,7 @@ pub use plan::{
 };
 pub use recipe::{parse_ggml_type, Recipe, TypeOverrides, RECIPE_NAMES};
 pub(crate) use run::gguf_row_f32;
-pub use run::{execute, ProgressFn, RunOptions, RunReport};
+pub use run::{execute, execute_split, ProgressFn, RunOptions, RunReport};
 pub use verify::{verify_against, verify_hashes, HashCheck, ShardCheck, TensorError, VerifyReport};
 
 /// All values of tensor `index` of `file` as f32, in ggml order (row by row), including

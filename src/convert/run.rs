@@ -5,7 +5,7 @@
 //! tensor is ever held whole. Output bytes do not depend on the thread count, because every
 //! chunk is a whole number of rows and rows are quantized independently.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -216,6 +216,96 @@ pub fn execute(
     out: &Path,
     opts: &RunOptions,
 ) -> Result<RunReport, ConvertError> {
+    let target = Target {
+        path: out.to_path_buf(),
+        metadata: plan.metadata.clone(),
+        tensors: 0..plan.tensors.len(),
+    };
+    run_pipeline(plan, input, &[target], opts)
+}
+
+/// [`execute`] into a split set as `llama-gguf-split` writes it (see [`crate::split`]):
+/// shards `PREFIX-00001-of-0000N.gguf` … cut at `limit`, each carrying its own tensors'
+/// hashes. The shards are written under a hidden staging prefix and renamed into place only
+/// when all are complete, so a failure leaves no shard under the output names. Returns the
+/// shard paths.
+pub fn execute_split(
+    plan: &Plan,
+    input: &Input,
+    prefix: &Path,
+    limit: crate::split::SplitLimit,
+    opts: &RunOptions,
+) -> Result<(RunReport, Vec<PathBuf>), ConvertError> {
+    use crate::split::{plan_shards_by_size, shard_metadata_for, shard_path};
+    let sizes: Vec<u64> = plan.tensors.iter().map(|t| t.n_bytes()).collect();
+    let shards = plan_shards_by_size(&sizes, plan.alignment, limit);
+    let refuse = |what: String| ConvertError::Plan(format!("{}: {what}", prefix.display()));
+    if shards.len() > u16::MAX as usize {
+        return Err(refuse(format!(
+            "{} shards; GGUF splits hold at most {}",
+            shards.len(),
+            u16::MAX
+        )));
+    }
+    let total = i32::try_from(plan.tensors.len())
+        .map_err(|_| refuse("too many tensors for split.tensors.count".into()))?;
+    // the plan's placeholder hashes, cut per shard (patched with the real ones at the end)
+    let placeholders = match plan.metadata.get(KEY_TENSOR_SHA256) {
+        Some(Value::Array(Array::String(h))) if h.len() == plan.tensors.len() => h.clone(),
+        _ => {
+            return Err(refuse(format!(
+                "the plan has no {KEY_TENSOR_SHA256} placeholder"
+            )))
+        }
+    };
+    let staging = crate::split::staging_prefix(prefix);
+    let targets = shards
+        .iter()
+        .enumerate()
+        .map(|(i, range)| {
+            let path = shard_path(&staging, i, shards.len());
+            shard_metadata_for(
+                &plan.metadata,
+                i,
+                shards.len(),
+                total,
+                Some(&placeholders),
+                range,
+            )
+            .map(|metadata| Target {
+                path,
+                metadata,
+                tensors: range.clone(),
+            })
+            .map_err(|e| ConvertError::output(prefix, e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let report = run_pipeline(plan, input, &targets, opts)?;
+    let staged: Vec<PathBuf> = targets.iter().map(|t| t.path.clone()).collect();
+    let finals: Vec<PathBuf> = (0..shards.len())
+        .map(|i| shard_path(prefix, i, shards.len()))
+        .collect();
+    crate::split::commit_staged(&staged, &finals).map_err(ConvertError::Plan)?;
+    Ok((report, finals))
+}
+
+/// One output file: where it is written (atomically), its header's metadata (with a
+/// placeholder hash list for its own tensors) and the plan's tensors it holds, in order.
+struct Target {
+    path: PathBuf,
+    metadata: crate::gguf::Metadata,
+    tensors: std::ops::Range<usize>,
+}
+
+/// The pipeline behind [`execute`] and [`execute_split`]: `targets` cover the plan's tensors
+/// in order; all of them are finished (renamed to their paths) only if the run succeeds, and
+/// on failure none is left.
+fn run_pipeline(
+    plan: &Plan,
+    input: &Input,
+    targets: &[Target],
+    opts: &RunOptions,
+) -> Result<RunReport, ConvertError> {
     let start = Instant::now();
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -229,18 +319,24 @@ pub fn execute(
         .num_threads(threads)
         .build()
         .map_err(|e| ConvertError::Plan(format!("cannot start {threads} threads: {e}")))?;
-    let specs: Vec<TensorSpec> = plan
-        .tensors
-        .iter()
-        .map(|t| TensorSpec {
-            name: t.name.clone(),
-            dims: t.dims.clone(),
-            ty: t.ty,
-        })
-        .collect();
-    let mut writer = GgufFileWriter::create(out, &plan.metadata, &specs, plan.alignment)
-        .map_err(|e| ConvertError::output(out, e))?;
-    writer.disable_hashing();
+    let mut writers = Vec::with_capacity(targets.len());
+    let mut target_of = vec![0usize; plan.tensors.len()];
+    for (i, target) in targets.iter().enumerate() {
+        let specs: Vec<TensorSpec> = plan.tensors[target.tensors.clone()]
+            .iter()
+            .map(|t| TensorSpec {
+                name: t.name.clone(),
+                dims: t.dims.clone(),
+                ty: t.ty,
+            })
+            .collect();
+        let mut writer =
+            GgufFileWriter::create(&target.path, &target.metadata, &specs, plan.alignment)
+                .map_err(|e| ConvertError::output(&target.path, e))?;
+        writer.disable_hashing();
+        writers.push(writer);
+        target_of[target.tensors.clone()].fill(i);
+    }
     let bar = progress_bar(opts.progress, plan.data_bytes());
     let total = plan.data_bytes();
     let window = Window::new(2 * threads + 2);
@@ -355,9 +451,10 @@ pub fn execute(
                 StageTimes::add(&times.writer_wait_ns, t0);
                 let chunk = chunk?;
                 let t0 = Instant::now();
-                writer
+                let w = target_of[job.tensor];
+                writers[w]
                     .write_tensor_data(&chunk)
-                    .map_err(|e| ConvertError::output(out, e))?;
+                    .map_err(|e| ConvertError::output(&targets[w].path, e))?;
                 StageTimes::add(&times.write_ns, t0);
                 window.release(1);
                 done_bytes += chunk.len() as u64;
@@ -414,12 +511,25 @@ pub fn execute(
             secs(&times.hash_ns),
         );
     }
-    let hashes = result?; // on error the unfinished writer deletes its temp file
+    let hashes = result?; // on error the unfinished writers delete their temp files
     let hex_hashes: Vec<String> = hashes.iter().map(hex).collect();
-    writer
-        .patch_value(KEY_TENSOR_SHA256, &Value::Array(Array::String(hex_hashes)))
-        .map_err(|e| ConvertError::output(out, e))?;
-    writer.finish().map_err(|e| ConvertError::output(out, e))?;
+    for (writer, target) in writers.iter_mut().zip(targets) {
+        let own = Value::Array(Array::String(hex_hashes[target.tensors.clone()].to_vec()));
+        writer
+            .patch_value(KEY_TENSOR_SHA256, &own)
+            .map_err(|e| ConvertError::output(&target.path, e))?;
+    }
+    let mut finished: Vec<&Path> = Vec::with_capacity(writers.len());
+    for (writer, target) in writers.into_iter().zip(targets) {
+        if let Err(e) = writer.finish() {
+            // the others are deleted as their writers drop; the finished ones here
+            finished.iter().for_each(|p| {
+                let _ = std::fs::remove_file(p);
+            });
+            return Err(ConvertError::output(&target.path, e));
+        }
+        finished.push(&target.path);
+    }
     if let Some(b) = bar {
         b.finish_and_clear();
     }
