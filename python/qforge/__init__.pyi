@@ -2,6 +2,8 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, TypedDict, Union
 
+from typing_extensions import NotRequired
+
 import numpy as np
 import numpy.typing as npt
 
@@ -43,7 +45,9 @@ class QforgeOSError(QforgeError, OSError):
 class Summary(TypedDict):
     """What ``qforge convert --json`` prints."""
     output: str
-    """The output path, as given."""
+    """The output path, as given (of a split output: its first shard)."""
+    shards: NotRequired[list[str]]
+    """Every shard of a split output, in order (absent for one file)."""
     tensors: int
     bytes_in: int
     """Bytes of tensor data read from the source."""
@@ -103,6 +107,8 @@ def convert(
     output_tensor_type: Optional[str] = None,
     token_embedding_type: Optional[str] = None,
     pre_tokenizer: Optional[str] = None,
+    split_max_size: Optional[Union[int, str]] = None,
+    split_max_tensors: Optional[int] = None,
     progress: Union[bool, Callable[[int, int], Optional[bool]]] = True,
 ) -> Summary:
     """Convert ``src`` to the GGUF file ``dst`` exactly as ``qforge convert`` does (the same
@@ -116,6 +122,13 @@ def convert(
     (``--tensor-type``); ``pure``, ``output_tensor_type``, ``token_embedding_type``,
     ``pre_tokenizer`` (``--pre``), ``imatrix``, ``include_weights``, ``exclude_weights`` and
     ``threads`` (None: all cores; the bytes do not depend on it) are the CLI's options.
+
+    ``split_max_size`` (bytes, or ``"500M"``/``"4G"``: decimal units) or ``split_max_tensors``
+    write a split set as ``llama-gguf-split`` does: ``dst`` without ``.gguf`` names the shards
+    ``dst-00001-of-0000N.gguf`` …; the summary's ``output`` is the first shard (the one
+    llama.cpp loads) and ``shards`` lists them all. A ``.gguf`` ``src`` with ``type=None``
+    keeps every tensor byte for byte: the first shard of a split set is merged into ``dst``,
+    and with a split limit any GGUF file or set is re-split.
 
     ``progress``: True draws the CLI's progress bar on stderr when it is a terminal (and prints
     the plan's notes there); False draws nothing; a callable is called as

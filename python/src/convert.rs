@@ -7,12 +7,13 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict};
 
 use qforge::convert::{parse_ggml_type, ConvertError, ConvertRequest, ConvertSummary, RunOptions};
 use qforge::gguf::GgmlType;
+use qforge::split::SplitLimit;
 
 use crate::errors;
 
@@ -40,6 +41,26 @@ impl<'py> FromPyObject<'py> for Progress {
     }
 }
 
+/// `split_max_size=`: bytes as an int, or a size string like "500M" / "4G".
+pub struct SplitSize(u64);
+
+impl<'py> FromPyObject<'py> for SplitSize {
+    fn extract_bound(ob: &Bound<'py, PyAny>) -> PyResult<Self> {
+        if let Ok(n) = ob.extract::<u64>() {
+            if n == 0 {
+                return Err(PyValueError::new_err("split_max_size must be positive"));
+            }
+            return Ok(SplitSize(n));
+        }
+        let text: String = ob.extract().map_err(|_| {
+            PyTypeError::new_err("split_max_size must be a number of bytes or a string like \"4G\"")
+        })?;
+        qforge::split::parse_size(&text)
+            .map(SplitSize)
+            .map_err(|e| PyValueError::new_err(format!("split_max_size {e}")))
+    }
+}
+
 fn ggml_type(what: &str, name: Option<&str>) -> PyResult<Option<GgmlType>> {
     name.map(|n| {
         parse_ggml_type(n).map_err(|e| errors::ConversionError::new_err(format!("{what}: {e}")))
@@ -50,6 +71,9 @@ fn ggml_type(what: &str, name: Option<&str>) -> PyResult<Option<GgmlType>> {
 fn summary_dict<'py>(py: Python<'py>, s: &ConvertSummary) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("output", &s.output)?;
+    if let Some(shards) = &s.shards {
+        d.set_item("shards", shards)?;
+    }
     d.set_item("tensors", s.tensors)?;
     d.set_item("bytes_in", s.bytes_in)?;
     d.set_item("bytes_out", s.bytes_out)?;
@@ -76,10 +100,11 @@ fn summary_dict<'py>(py: Python<'py>, s: &ConvertSummary) -> PyResult<Bound<'py,
 #[pyo3(signature = (src, dst, r#type = None, *, threads = None, imatrix = None,
     include_weights = None, exclude_weights = None, overrides = None, pure = false,
     output_tensor_type = None, token_embedding_type = None, pre_tokenizer = None,
-    progress = Progress::Bar(true)),
+    split_max_size = None, split_max_tensors = None, progress = Progress::Bar(true)),
     text_signature = "(src, dst, type=None, *, threads=None, imatrix=None, include_weights=None, \
         exclude_weights=None, overrides=None, pure=False, output_tensor_type=None, \
-        token_embedding_type=None, pre_tokenizer=None, progress=True)")]
+        token_embedding_type=None, pre_tokenizer=None, split_max_size=None, \
+        split_max_tensors=None, progress=True)")]
 #[allow(clippy::too_many_arguments)]
 pub fn convert<'py>(
     py: Python<'py>,
@@ -95,8 +120,25 @@ pub fn convert<'py>(
     output_tensor_type: Option<&str>,
     token_embedding_type: Option<&str>,
     pre_tokenizer: Option<String>,
+    split_max_size: Option<SplitSize>,
+    split_max_tensors: Option<usize>,
     progress: Progress,
 ) -> PyResult<Bound<'py, PyDict>> {
+    let split = match (split_max_size, split_max_tensors) {
+        (Some(_), Some(_)) => {
+            return Err(PyValueError::new_err(
+                "give split_max_size or split_max_tensors, not both",
+            ))
+        }
+        (_, Some(0)) => {
+            return Err(PyValueError::new_err(
+                "split_max_tensors must be at least 1",
+            ))
+        }
+        (_, Some(n)) => Some(SplitLimit::Tensors(n)),
+        (Some(SplitSize(b)), None) => Some(SplitLimit::Bytes(b)),
+        (None, None) => None,
+    };
     let recipe = r#type
         .map(|t| t.parse().map_err(errors::ConversionError::new_err))
         .transpose()?;
@@ -136,6 +178,7 @@ pub fn convert<'py>(
         }
     };
     let request = ConvertRequest {
+        split,
         input: src,
         recipe,
         pure,
@@ -159,13 +202,17 @@ pub fn convert<'py>(
     let worker = std::thread::Builder::new()
         .name("qforge-convert".into())
         .spawn(move || {
-            let result = request.plan().and_then(|job| {
-                if bar {
-                    for note in job.notes() {
-                        eprintln!("note: {note}");
+            let result = request.unchanged_gguf().and_then(|copy| match copy {
+                // a GGUF input without a type: merged or re-split unchanged
+                Some(file) => request.copy_unchanged(&file, &out),
+                None => request.plan().and_then(|job| {
+                    if bar {
+                        for note in job.notes() {
+                            eprintln!("note: {note}");
+                        }
                     }
-                }
-                job.execute(&out)
+                    job.execute(&out)
+                }),
             });
             let _ = tx.send(result);
         })
@@ -193,9 +240,16 @@ pub fn convert<'py>(
     };
     let joined = py.allow_threads(move || worker.join());
     if let Some(e) = interrupted {
-        if matches!(result, Some(Ok(_))) {
+        if let Some(Ok(summary)) = &result {
             // finished before the flag was seen: an interrupted call leaves no file either
-            let _ = std::fs::remove_file(&dst);
+            match &summary.shards {
+                Some(shards) => shards.iter().for_each(|p| {
+                    let _ = std::fs::remove_file(p);
+                }),
+                None => {
+                    let _ = std::fs::remove_file(&dst);
+                }
+            }
         }
         return Err(e);
     }

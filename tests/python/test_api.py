@@ -688,3 +688,47 @@ def test_type_stub_covers_the_api():
     for name in qforge.__all__:
         if isinstance(getattr(qforge, name), type) and issubclass(getattr(qforge, name), BaseException):
             assert ast.get_docstring(defined[name]), name
+
+
+# ---------------------------------------------------------------------------------------------
+# split output and split input
+
+
+def shard_files(folder, stem):
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.startswith(stem + "-"))
+
+
+@pytest.mark.parametrize("limit", [dict(split_max_tensors=7), dict(split_max_size="150K"),
+                                   dict(split_max_size=150_000)])
+def test_convert_into_a_split_set_is_the_clis_and_merges_back(tmp_path, limit):
+    (k, v), = limit.items()
+    flag = "--" + k.replace("_", "-")
+    r = cli("convert", FIXTURE, "-t", "q4_k_m", flag, v, "--quiet", "--json", "-o", tmp_path / "cli.gguf")
+    assert r.returncode == 0, r.stderr
+    summary = qforge.convert(FIXTURE, tmp_path / "api.gguf", "q4_k_m", progress=False, **limit)
+    by_cli, by_api = shard_files(tmp_path, "cli"), shard_files(tmp_path, "api")
+    assert len(by_api) == len(by_cli) >= 2
+    assert [read(p) for p in by_api] == [read(p) for p in by_cli]
+    assert summary["output"] == by_api[0] and summary["shards"] == by_api
+    assert set(summary) == SUMMARY_KEYS | {"shards"}
+    # gguf-py reads the first shard's split keys as gguf-split writes them
+    first = gguf.GGUFReader(by_api[0])
+    assert int(first.fields["split.count"].parts[-1][0]) == len(by_api)
+    # merged back through the API: the one-file conversion byte for byte
+    whole = tmp_path / "whole.gguf"
+    qforge.convert(FIXTURE, whole, "q4_k_m", progress=False)
+    merged = qforge.convert(by_api[0], tmp_path / "merged.gguf", progress=False)
+    assert "shards" not in merged
+    assert read(tmp_path / "merged.gguf") == read(whole)
+
+
+def test_split_arguments_are_checked(tmp_path):
+    for kwargs, exc, text in [
+        (dict(split_max_tensors=0), ValueError, "at least 1"),
+        (dict(split_max_size="12X"), ValueError, "units are K, M or G"),
+        (dict(split_max_size=1, split_max_tensors=2), ValueError, "not both"),
+        (dict(split_max_size=[1]), TypeError, "number of bytes"),
+    ]:
+        with pytest.raises(exc, match=text):
+            qforge.convert(FIXTURE, tmp_path / "x.gguf", "q8_0", progress=False, **kwargs)
+    assert entries(tmp_path) == []
