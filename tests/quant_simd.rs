@@ -171,3 +171,31 @@ fn k_quant_fits_equal_scalar_on_random_superblocks() {
         }
     }
 }
+
+/// Blocks of wildly different scales side by side (zero, subnormal, tiny, ordinary, beyond
+/// f16's range) at block counts that are not multiples of the kernels' group sizes: batched
+/// kernels (several blocks' scales computed in one vector) equal the scalar reference.
+#[test]
+fn quantize_simd_equals_scalar_on_mixed_scale_blocks_with_ragged_tails() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let scales = [0.0f32, 1e-42, 1e-20, 1e-3, 1.0, 37.5, 6e4, 1e9, 3e37];
+    for &ty in TYPES {
+        let block = ty.block_size() as usize;
+        for blocks in [1usize, 7, 9, 15, 26] {
+            let x: Vec<f32> = (0..blocks * block)
+                .map(|i| {
+                    let s = scales[(i / block + blocks) % scales.len()];
+                    rng.sample::<f32, _>(StandardNormal) * s
+                })
+                .collect();
+            let len = ty.bytes_for(x.len() as u64).unwrap() as usize;
+            let mut want = vec![0u8; len];
+            quantize_with(Isa::Scalar, ty, &x, &mut want).unwrap();
+            for isa in Isa::available() {
+                let mut got = vec![0u8; len];
+                quantize_with(isa, ty, &x, &mut got).unwrap();
+                assert_eq!(want, got, "{ty} {isa:?} {blocks} blocks");
+            }
+        }
+    }
+}

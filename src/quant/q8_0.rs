@@ -62,9 +62,53 @@ mod x86 {
 
     /// ggml's per-block order of operations, 8 lanes at a time: amax (exact in any order),
     /// d = amax / 127, id = 1/d, q = roundf(x · id) with C's x86 float→int conversion.
-    #[target_feature(enable = "avx2")]
+    /// Eight blocks share one vector division for d, one for id and one f16 conversion
+    /// (IEEE division and F16C's round-to-nearest-even give the scalar results bit for bit),
+    /// so the per-block divisions no longer serialise the loop.
+    #[target_feature(enable = "avx2,f16c")]
     pub unsafe fn quantize(x: &[f32], out: &mut [BlockQ8_0]) {
-        for (b, c) in out.iter_mut().zip(x.chunks_exact(32)) {
+        let mut groups = out.chunks_exact_mut(8);
+        let mut xs = x.chunks_exact(256);
+        for (bs, c) in (&mut groups).zip(&mut xs) {
+            // SAFETY (group): c has 8 × 32 floats, read as 32 unaligned 8-lane loads; every
+            // store goes to a block of bs (8 blocks of 32 bytes + 2), unaligned.
+            unsafe {
+                let mut amax = [0f32; 8];
+                for (j, a) in amax.iter_mut().enumerate() {
+                    let p = c.as_ptr().add(32 * j);
+                    *a = hmax_abs(&[0, 8, 16, 24].map(|k| _mm256_loadu_ps(p.add(k))));
+                }
+                let va = _mm256_loadu_ps(amax.as_ptr());
+                let vd = _mm256_div_ps(va, _mm256_set1_ps(127.0));
+                let nonzero = _mm256_cmp_ps::<_CMP_NEQ_OQ>(vd, _mm256_setzero_ps());
+                let vid = _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.0), vd), nonzero);
+                let mut ids = [0f32; 8];
+                _mm256_storeu_ps(ids.as_mut_ptr(), vid);
+                let mut dh = [0u16; 8];
+                _mm_storeu_si128(
+                    dh.as_mut_ptr() as *mut __m128i,
+                    _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(vd),
+                );
+                for (j, b) in bs.iter_mut().enumerate() {
+                    let p = c.as_ptr().add(32 * j);
+                    let vid = _mm256_set1_ps(ids[j]);
+                    for k in 0..4 {
+                        let v = _mm256_loadu_ps(p.add(8 * k));
+                        let q = _mm256_cvttps_epi32(round_half_away(_mm256_mul_ps(v, vid)));
+                        _mm_storel_epi64(
+                            b.qs.as_mut_ptr().add(8 * k) as *mut __m128i,
+                            low_bytes_8(q),
+                        );
+                    }
+                    b.d = dh[j].to_le_bytes();
+                }
+            }
+        }
+        for (b, c) in groups
+            .into_remainder()
+            .iter_mut()
+            .zip(xs.remainder().chunks_exact(32))
+        {
             // SAFETY (block): c has 32 floats (four unaligned 8-lane loads), b.qs 32 bytes.
             unsafe {
                 let v = [0, 8, 16, 24].map(|k| _mm256_loadu_ps(c.as_ptr().add(k)));
