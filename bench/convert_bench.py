@@ -90,6 +90,7 @@ def main():
     ap.add_argument("--no-llama", action="store_true", help="skip llama.cpp's quantizer")
     ap.add_argument("--baseline", help="another qforge binary whose outputs must be identical")
     ap.add_argument("--no-stages", action="store_true")
+    ap.add_argument("--no-one-core", action="store_true", help="skip the one-core (taskset) runs")
     args = ap.parse_args()
     os.makedirs(args.work, exist_ok=True)
     model = os.path.join(args.work, f"synth-{args.gb}")
@@ -110,7 +111,13 @@ def main():
     f16 = os.path.join(out, "ref-f16.gguf")
     if not args.no_llama and any(ty in FTYPES for ty in args.types):
         subprocess.run([QFORGE, "convert", model, "-t", "f16", "-q", "-o", f16], check=True)
+    one_core = shutil.which("taskset") is not None and not args.no_one_core
     for ty in args.types:
+        if one_core:
+            dst = os.path.join(out, f"qforge-{ty}-core.gguf")
+            cmds.append((f"qforge -t {ty} on one core (taskset -c 0, --threads 1)",
+                         ["taskset", "-c", "0", QFORGE, "convert", model, "-t", ty, "--threads", "1", "-q",
+                          "-o", dst], model, dst))
         for th in args.threads:
             dst = os.path.join(out, f"qforge-{ty}-t{th}.gguf")
             cmds.append((f"qforge -t {ty} --threads {th}",
@@ -169,6 +176,10 @@ def main():
         if len(walls) > 1:
             lo, hi = min(args.threads), max(args.threads)
             print(f"{ty}: --threads {hi} is {walls[lo] / walls[hi]:.2f}x faster than --threads {lo}")
+        if one_core:
+            core = min(runs[f"qforge -t {ty} on one core (taskset -c 0, --threads 1)"])[0]
+            hi = max(args.threads)
+            print(f"{ty}: all cores (--threads {hi}) are {core / walls[hi]:.2f}x faster than one core")
         if ty in FTYPES and not args.no_llama:
             for th in args.threads:
                 ll = min(runs[f"llama.cpp f16 GGUF -> {ty}, {th} threads"])[0]
