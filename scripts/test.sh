@@ -22,7 +22,7 @@ echo "== interop with llama.cpp"
 cargo build --release --quiet
 python3 tests/interop/run.py --qforge target/release/qforge --llama-tools target/llama-tools
 
-echo "== the Python wheel (pip install ./python: the qforge command and the numpy API)"
+echo "== the Python wheel (built with pip wheel, installed from the .whl: the qforge command and the numpy API)"
 # built from this tree and installed into a fresh virtualenv, as a user would
 rm -rf target/wheel-venv
 # (Debian/Ubuntu ship venv separately: fall back to virtualenv from PyPI)
@@ -31,5 +31,8 @@ python3 -m venv target/wheel-venv 2>/dev/null || {
     python3 -m pip install --quiet --disable-pip-version-check virtualenv
     python3 -m virtualenv --quiet target/wheel-venv
 }
-target/wheel-venv/bin/python -m pip install --quiet --disable-pip-version-check ./python gguf==0.19.0 pytest
+# the wheel file is built first and that file installed, as a user installs a downloaded wheel
+rm -rf target/wheels
+python3 -m pip wheel --quiet --disable-pip-version-check --no-deps ./python -w target/wheels
+target/wheel-venv/bin/python -m pip install --quiet --disable-pip-version-check target/wheels/qforge-*.whl gguf==0.19.0 pytest
 PATH="$PWD/target/wheel-venv/bin:$PATH" target/wheel-venv/bin/python -m pytest -q -p no:cacheprovider tests/python

@@ -62,7 +62,9 @@ class Summary(TypedDict):
 
 class GGUFFile:
     """A GGUF file, memory-mapped and checked by qforge's strict reader (raises
-    ``GGUFFormatError`` or ``QforgeOSError``)."""
+    ``GGUFFormatError`` or ``QforgeOSError``). The first shard of a split set opens the whole
+    set (every shard checked; ``tensors``, ``raw`` and ``dequantize`` span all of them); a
+    later shard opens alone."""
     def __init__(self, path: _Path) -> None: ...
     def __enter__(self) -> "GGUFFile": ...
     def __exit__(self, *args: Any) -> bool: ...
@@ -70,6 +72,9 @@ class GGUFFile:
     def __contains__(self, name: str) -> bool: ...
     @property
     def path(self) -> Path: ...
+    @property
+    def shards(self) -> list[Path]:
+        """The shard files of a split set opened from its first shard; empty for one file."""
     @property
     def version(self) -> int: ...
     @property

@@ -85,13 +85,24 @@ impl GGUFFile {
     #[new]
     fn new(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
         Ok(GGUFFile {
-            file: GgufFile::open(&path).map_err(|e| errors::gguf(py, &e))?,
+            // the first shard of a split set opens the whole set, as `qforge inspect` does
+            file: GgufFile::open_model_or_shard(&path).map_err(|e| errors::gguf(py, &e))?,
         })
     }
 
     #[getter]
     fn path(&self) -> std::path::PathBuf {
         self.file.path().to_path_buf()
+    }
+
+    /// The shard files of a split set opened from its first shard (empty for one file).
+    #[getter]
+    fn shards(&self) -> Vec<std::path::PathBuf> {
+        self.file
+            .shards()
+            .iter()
+            .map(|f| f.path().to_path_buf())
+            .collect()
     }
 
     #[getter]

@@ -732,3 +732,28 @@ def test_split_arguments_are_checked(tmp_path):
         with pytest.raises(exc, match=text):
             qforge.convert(FIXTURE, tmp_path / "x.gguf", "q8_0", progress=False, **kwargs)
     assert entries(tmp_path) == []
+
+
+def test_gguffile_opens_a_split_set_from_its_first_shard(tmp_path, files):
+    r = cli("split", files["q4k"], "-o", tmp_path / "s", "--max-tensors", "10")
+    assert r.returncode == 0, r.stderr
+    shards = shard_files(tmp_path, "s")
+    assert len(shards) >= 3
+    whole = qforge.GGUFFile(files["q4k"])
+    with qforge.GGUFFile(shards[0]) as s:
+        assert [str(p) for p in s.shards] == shards
+        assert len(s) == len(whole)
+        assert [t["name"] for t in s.tensors] == [t["name"] for t in whole.tensors]
+        for t in whole.tensors:
+            assert np.array_equal(s.raw(t["name"]), whole.raw(t["name"])), t["name"]
+        last = whole.tensors[-1]["name"]
+        assert np.array_equal(s.dequantize(last), whole.dequantize(last))
+        assert s.verify()["mismatched"] == [] and s.verify()["hashed"] == len(whole)
+        assert "split.count" not in s.metadata
+    assert qforge.GGUFFile(files["q4k"]).shards == []
+    # a later shard opens alone, with its split keys
+    later = qforge.GGUFFile(shards[1])
+    assert later.shards == [] and later.metadata["split.no"] == 1
+    os.remove(shards[-1])
+    with pytest.raises(qforge.QforgeError, match=os.path.basename(shards[-1]) + ".*missing"):
+        qforge.GGUFFile(shards[0])
