@@ -120,7 +120,11 @@ pub fn split(file: &GgufFile, prefix: &Path, limit: SplitLimit) -> Result<Vec<Pa
     let mut result = Ok(());
     for (i, range) in shards.iter().enumerate() {
         let path = shard_path(&staging, i, shards.len());
-        result = shard_metadata(file, i, shards.len(), total, hashes, range)
+        result = shard_metadata_for(file.metadata(), i, shards.len(), total, hashes, range)
+            .map_err(|e| EditError::Gguf {
+                path: file.path().to_path_buf(),
+                error: Box::new(e),
+            })
             .and_then(|m| copy_tensors(file, &m, range.clone(), &path));
         if result.is_err() {
             break;
@@ -198,24 +202,6 @@ pub fn merge(set: &GgufFile, out: &Path) -> Result<(), EditError> {
         }
     }
     copy_tensors(set, set.metadata(), 0..set.tensors().len(), out)
-}
-
-/// The metadata of shard `i` of `count`: the input's (less its hashes and any split keys) in
-/// the first, then the split keys and, when the input has them, this shard's tensor hashes.
-fn shard_metadata(
-    file: &GgufFile,
-    i: usize,
-    count: usize,
-    total: i32,
-    hashes: Option<&[String]>,
-    range: &Range<usize>,
-) -> Result<Metadata, EditError> {
-    shard_metadata_for(file.metadata(), i, count, total, hashes, range).map_err(|e| {
-        EditError::Gguf {
-            path: file.path().to_path_buf(),
-            error: Box::new(e),
-        }
-    })
 }
 
 /// The metadata of shard `i` of `count` holding tensors `range` (of `total`): the first shard

@@ -551,6 +551,16 @@ impl std::fmt::Debug for GgufFile {
     }
 }
 
+/// Tensor name -> index in the header's tensor list (names are unique: the parser checks).
+fn index_by_name(header: &GgufHeader) -> HashMap<String, usize> {
+    header
+        .tensors
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.clone(), i))
+        .collect()
+}
+
 impl GgufFile {
     /// Map and validate `path`. Errors name the file, the check and the byte offset.
     pub fn open(path: &Path) -> Result<GgufFile, GgufError> {
@@ -572,12 +582,7 @@ impl GgufFile {
         };
         let bytes: &[u8] = map.as_deref().unwrap_or(&[]);
         let header = GgufHeader::parse(bytes).map_err(with_path)?;
-        let by_name = header
-            .tensors
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.name.clone(), i))
-            .collect();
+        let by_name = index_by_name(&header);
         Ok(GgufFile {
             path: path.to_path_buf(),
             map,
@@ -611,12 +616,7 @@ impl GgufFile {
             data_offset: first.data_offset(),
             file_size: shards.iter().map(|s| s.file_size()).sum(),
         };
-        let by_name = header
-            .tensors
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.name.clone(), i))
-            .collect();
+        let by_name = index_by_name(&header);
         GgufFile {
             path: first.path.clone(),
             map: None,
