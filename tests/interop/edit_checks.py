@@ -1,7 +1,9 @@
 """`qforge edit` and `qforge diff` against gguf-py and llama.cpp: gguf-py reads the edited file
 with exactly the requested changes (every other key and every tensor unchanged), llama.cpp
 loads it and gives the same logits, and `qforge diff` of a requantization lists exactly the
-retyped tensors."""
+retyped tensors. The split checks: shards from `qforge split` and from `convert
+--split-max-*` load in llama.cpp with the whole file's logits, and merge back byte for byte."""
+import json
 import os
 
 import numpy as np
@@ -164,3 +166,36 @@ def edit_checks(h, args, fix, tmp):
                 f"tensors, llama.cpp logits identical; a missing shard is refused")
 
     h.check("split: convert merges the shards back into the model", merged, only)
+
+    def converted_split():
+        import glob
+        q = os.path.join(work, "q4_k_m.gguf")
+        if not os.path.exists(q):
+            h.convert(qforge, src, "q4_k_m", q)
+        _, t_whole = h.read_gguf(q)
+        per = -(-len(t_whole) // 3)  # three shards
+        out = os.path.join(work, "csplit", "m.gguf")
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        r = h.run_qforge(qforge, "convert", src, "-t", "q4_k_m", "--split-max-tensors", str(per),
+                         "--json", "-q", "-o", out)
+        if r.returncode != 0:
+            raise AssertionError(r.stderr)
+        shards = json.loads(r.stdout)["shards"]
+        if len(shards) != 3 or sorted(glob.glob(os.path.join(work, "csplit", "m-*.gguf"))) != shards:
+            raise AssertionError(f"shards: {shards}")
+        joined = []
+        for p in shards:
+            joined += h.read_gguf(p)[1]
+        if joined != t_whole:
+            raise AssertionError("gguf-py reads other tensors from the shards than from the one file")
+        tokens = list(range(1, 40))
+        whole = h.llama_logits(q, tokens)
+        h.release(q)
+        parts = h.llama_logits(shards[0], tokens)
+        h.release(shards[0])
+        if not np.array_equal(whole, parts):
+            raise AssertionError(f"logits differ by {np.abs(whole - parts).max()}")
+        return ("convert --split-max-tensors wrote 3 shards: gguf-py reads the one-file conversion's "
+                "tensors from them, llama.cpp loads the first with identical logits")
+
+    h.check("split: convert writes a split set llama.cpp loads", converted_split, only)
