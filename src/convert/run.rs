@@ -679,7 +679,18 @@ impl<'a> Worker<'a> {
                     .iter()
                     .for_each(|p| ck.release(p));
             }
-            (Input::Gguf(g), TensorSource::Gguf { index, .. }) if job.last => g.release(*index),
+            (Input::Gguf(g), TensorSource::Gguf { index, .. }) => {
+                if job.last {
+                    g.release(*index);
+                } else {
+                    // rows are stored in order (GGUF sources have no row permutation)
+                    let row_bytes = g.tensors()[*index]
+                        .ty
+                        .bytes_for(t.row_len() as u64)
+                        .unwrap_or(0);
+                    g.release_prefix(*index, job.r1 as u64 * row_bytes);
+                }
+            }
             _ => {}
         }
     }

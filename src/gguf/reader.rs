@@ -707,16 +707,23 @@ impl GgufFile {
 
     /// Drop the pages of a tensor's data from resident memory (they are re-read if touched).
     pub fn release(&self, index: usize) {
+        self.release_prefix(index, u64::MAX);
+    }
+
+    /// Drop the pages of a tensor's first `n_bytes` bytes of data from resident memory, so a
+    /// reader streaming a large tensor keeps only what it has not finished with.
+    pub fn release_prefix(&self, index: usize, n_bytes: u64) {
         if let Some(&(s, j)) = self.locs.get(index) {
-            return self.shards[s].release(j);
+            return self.shards[s].release_prefix(j, n_bytes);
         }
         let Some(map) = &self.map else { return };
         let Some(t) = self.header.tensors.get(index) else {
             return;
         };
         let page = 4096u64;
-        let start = (self.header.data_offset + t.offset).div_ceil(page) * page;
-        let end = (self.header.data_offset + t.offset + t.n_bytes()) / page * page;
+        let begin = self.header.data_offset + t.offset;
+        let start = begin.div_ceil(page) * page;
+        let end = (begin + t.n_bytes().min(n_bytes)) / page * page;
         if end > start {
             // SAFETY: DONTNEED on a read-only, file-backed private mapping only drops clean
             // pages, which the kernel re-reads from the file on the next access; no Rust
