@@ -189,12 +189,7 @@ pub fn verify_against(file: &GgufFile, source: &Path) -> Result<Vec<TensorError>
             continue;
         }
         let row_len = t.row_len();
-        let dq = match info.ty {
-            crate::gguf::GgmlType::Nf4Dq { block } => {
-                Some(super::plan::load_dq_state(file, index, block)?)
-            }
-            _ => None,
-        };
+        let rows = super::GgufRows::new(file, index)?;
         let mut want = vec![0f32; row_len];
         let mut got = vec![0f32; row_len];
         let (mut se, mut sx, mut max_abs) = (0f64, 0f64, 0f64);
@@ -205,7 +200,7 @@ pub fn verify_against(file: &GgufFile, source: &Path) -> Result<Vec<TensorError>
                 t.transform.source_row(r, t.n_rows()),
                 &mut want,
             )?;
-            super::run::gguf_row_f32(file, index, dq.as_ref(), r, &mut got)?;
+            rows.read(r, &mut got)?;
             for (&a, &b) in want.iter().zip(&got) {
                 let d = a as f64 - b as f64;
                 se += d * d;
