@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use crate::convert::{ConvertError, GgufRows};
+use crate::convert::{ConvertError, ErrorSums, GgufRows};
 use crate::gguf::{GgmlType, GgufFile, Value};
 
 /// One metadata difference.
@@ -184,21 +184,15 @@ fn value_stats(a: &GgufFile, i: usize, b: &GgufFile, j: usize) -> Result<ValueSt
     let (rows_a, rows_b) = (GgufRows::new(a, i)?, GgufRows::new(b, j)?);
     let (row_len, rows) = (rows_a.row_len(), rows_a.rows());
     let (mut ra, mut rb) = (vec![0f32; row_len], vec![0f32; row_len]);
-    let (mut se, mut sx, mut max_abs) = (0f64, 0f64, 0f64);
+    let mut sums = ErrorSums::default();
     for r in 0..rows {
         rows_a.read(r, &mut ra)?;
         rows_b.read(r, &mut rb)?;
-        for (&x, &y) in ra.iter().zip(&rb) {
-            let d = x as f64 - y as f64;
-            se += d * d;
-            sx += x as f64 * x as f64;
-            max_abs = max_abs.max(d.abs());
-        }
+        sums.add(&ra, &rb);
     }
-    let n = (rows * row_len).max(1) as f64;
     Ok(ValueStats {
-        rmse: (se / n).sqrt(),
-        max_abs,
-        snr_db: (se > 0.0).then(|| 10.0 * (sx / se).log10()),
+        rmse: sums.rmse((rows * row_len) as u64),
+        max_abs: sums.max_abs,
+        snr_db: sums.snr_db(),
     })
 }

@@ -21,6 +21,7 @@ pub use plan::{
 pub use recipe::{parse_ggml_type, Recipe, TypeOverrides, RECIPE_NAMES};
 pub(crate) use run::GgufRows;
 pub use run::{execute, execute_split, ProgressFn, RunOptions, RunReport};
+pub(crate) use verify::ErrorSums;
 pub use verify::{verify_against, verify_hashes, HashCheck, ShardCheck, TensorError, VerifyReport};
 
 /// All values of tensor `index` of `file` as f32, in ggml order (row by row), including
