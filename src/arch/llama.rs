@@ -235,21 +235,17 @@ impl LlamaParams {
     /// Map an HF tensor name. `Ok(None)` for tensors llama.cpp's converter drops.
     pub fn map_tensor(&self, hf: &str) -> Result<Option<Mapped>, ArchError> {
         map_with_layers(hf, self.n_layer, self.arch, |l| {
-            let unknown = || l.unknown();
             if self.experts.is_some() {
                 if l.module == "block_sparse_moe.gate" && l.suffix == "weight" {
                     return Ok(Some(Mapped::plain(l.gguf_name("ffn_gate_inp"))));
                 }
-                if let Some(rest) = l.module.strip_prefix("block_sparse_moe.experts.") {
-                    let (k, w) = rest.split_once('.').ok_or_else(unknown)?;
-                    let k: u32 = k.parse().map_err(|_| unknown())?;
-                    let kind = match (w, l.suffix) {
-                        ("w1", "weight") => "ffn_gate_exps",
-                        ("w2", "weight") => "ffn_down_exps",
-                        ("w3", "weight") => "ffn_up_exps",
-                        _ => return Err(unknown()),
-                    };
-                    return Ok(Some(Mapped::expert(l.gguf_name(kind), k)));
+                let kinds = [
+                    ("w1", "ffn_gate_exps"),
+                    ("w2", "ffn_down_exps"),
+                    ("w3", "ffn_up_exps"),
+                ];
+                if let Some(m) = l.expert("block_sparse_moe.experts.", &kinds)? {
+                    return Ok(Some(m));
                 }
             }
             let n_kv = self.n_head_kv.unwrap_or(self.n_head) as usize;
@@ -268,7 +264,7 @@ impl LlamaParams {
                 "mlp.gate_proj" => ("ffn_gate", Transform::None),
                 "mlp.up_proj" => ("ffn_up", Transform::None),
                 "mlp.down_proj" => ("ffn_down", Transform::None),
-                _ => return Err(unknown()),
+                _ => return Err(l.unknown()),
             };
             Ok(Some(Mapped {
                 name: l.gguf_name(gguf),

@@ -289,7 +289,7 @@ pub(crate) struct LayerTensor<'a> {
     arch: &'static str,
 }
 
-impl LayerTensor<'_> {
+impl<'a> LayerTensor<'a> {
     /// `blk.{layer}.{kind}.{suffix}`: the GGUF name of this tensor as a `kind` tensor.
     pub(crate) fn gguf_name(&self, kind: &str) -> String {
         format!("blk.{}.{kind}.{}", self.layer, self.suffix)
@@ -298,6 +298,28 @@ impl LayerTensor<'_> {
     /// The error for a layer tensor the family has no GGUF name for.
     pub(crate) fn unknown(&self) -> ArchError {
         unknown_tensor(self.hf, self.arch)
+    }
+
+    /// One expert's weight, module `{prefix}{k}.{proj}`, as slice `k` of the layer's stacked
+    /// `blk.N.{kind}.weight`, where `kinds` pairs each `proj` with its GGUF kind. `None` for a
+    /// module without the prefix; a bias, an index that is not a number or a `proj` not in
+    /// `kinds` is unknown.
+    pub(crate) fn expert(
+        &self,
+        prefix: &str,
+        kinds: &[(&str, &str)],
+    ) -> Result<Option<Mapped>, ArchError> {
+        let Some(rest) = self.module.strip_prefix(prefix) else {
+            return Ok(None);
+        };
+        let (k, proj) = rest.split_once('.').ok_or_else(|| self.unknown())?;
+        let k: u32 = k.parse().map_err(|_| self.unknown())?;
+        let kind = kinds
+            .iter()
+            .find(|(p, _)| *p == proj && self.suffix == "weight")
+            .ok_or_else(|| self.unknown())?
+            .1;
+        Ok(Some(Mapped::expert(self.gguf_name(kind), k)))
     }
 }
 
@@ -522,6 +544,24 @@ mod tests {
             route("model.layers.2.mlp.up_proj.weight", 2, "qwen2"),
             Err(ArchError::Invalid(_))
         ));
+        let expert = |hf| {
+            let Route::Layer(l) = route(hf, 2, "qwen2moe").unwrap() else {
+                panic!("not a layer tensor");
+            };
+            l.expert("mlp.experts.", &[("up_proj", "ffn_up_exps")])
+        };
+        assert_eq!(
+            expert("model.layers.1.mlp.experts.7.up_proj.weight").unwrap(),
+            Some(Mapped::expert("blk.1.ffn_up_exps.weight", 7))
+        );
+        assert_eq!(expert("model.layers.1.mlp.up_proj.weight").unwrap(), None);
+        for bad in [
+            "model.layers.1.mlp.experts.7.up_proj.bias",
+            "model.layers.1.mlp.experts.x.up_proj.weight",
+            "model.layers.1.mlp.experts.7.gate_proj.weight",
+        ] {
+            assert_eq!(expert(bad), Err(unknown_tensor(bad, "qwen2moe")));
+        }
         assert_eq!(tensor_kind("output.weight"), "output.weight");
     }
 }

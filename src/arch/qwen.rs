@@ -185,19 +185,15 @@ impl Architecture for Qwen {
 
     fn map_tensor(&self, hf: &str) -> Result<Option<Mapped>, ArchError> {
         map_with_layers(hf, self.hp.n_layer, self.arch(), |l| {
-            let unknown = || l.unknown();
             let moe = self.variant.moe();
             if moe {
-                if let Some(rest) = l.module.strip_prefix("mlp.experts.") {
-                    let (k, proj) = rest.split_once('.').ok_or_else(unknown)?;
-                    let k: u32 = k.parse().map_err(|_| unknown())?;
-                    let kind = match (proj, l.suffix) {
-                        ("gate_proj", "weight") => "ffn_gate_exps",
-                        ("up_proj", "weight") => "ffn_up_exps",
-                        ("down_proj", "weight") => "ffn_down_exps",
-                        _ => return Err(unknown()),
-                    };
-                    return Ok(Some(Mapped::expert(l.gguf_name(kind), k)));
+                let kinds = [
+                    ("gate_proj", "ffn_gate_exps"),
+                    ("up_proj", "ffn_up_exps"),
+                    ("down_proj", "ffn_down_exps"),
+                ];
+                if let Some(m) = l.expert("mlp.experts.", &kinds)? {
+                    return Ok(Some(m));
                 }
             }
             let shared = self.variant == Variant::Qwen2Moe;
@@ -218,7 +214,7 @@ impl Architecture for Qwen {
                 ("mlp.shared_expert.up_proj", "weight") if shared => "ffn_up_shexp",
                 ("mlp.shared_expert.down_proj", "weight") if shared => "ffn_down_shexp",
                 ("mlp.shared_expert_gate", "weight") if shared => "ffn_gate_inp_shexp",
-                _ => return Err(unknown()),
+                _ => return Err(l.unknown()),
             };
             Ok(Some(Mapped::plain(l.gguf_name(gguf))))
         })
