@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use crate::convert::ConvertError;
+use crate::convert::{ConvertError, ErrorSums, GgufRows};
 use crate::gguf::{GgmlType, GgufFile, Value};
 
 /// One metadata difference.
@@ -181,35 +181,18 @@ fn same_value(a: &Value, b: &Value) -> bool {
 
 /// Row-streamed dequantization of tensor `i` of `a` and `j` of `b` (same shape).
 fn value_stats(a: &GgufFile, i: usize, b: &GgufFile, j: usize) -> Result<ValueStats, ConvertError> {
-    let t = &a.tensors()[i];
-    let row_len = t.dims.first().copied().unwrap_or(1).max(1) as usize;
-    let rows = (t.n_elements() / row_len as u64) as usize;
-    let state =
-        |g: &GgufFile, k: usize| -> Result<Option<crate::quant::nf4::DqState>, ConvertError> {
-            match g.tensors()[k].ty {
-                GgmlType::Nf4Dq { block } => {
-                    Ok(Some(crate::convert::plan::load_dq_state(g, k, block)?))
-                }
-                _ => Ok(None),
-            }
-        };
-    let (sa, sb) = (state(a, i)?, state(b, j)?);
+    let (rows_a, rows_b) = (GgufRows::new(a, i)?, GgufRows::new(b, j)?);
+    let (row_len, rows) = (rows_a.row_len(), rows_a.rows());
     let (mut ra, mut rb) = (vec![0f32; row_len], vec![0f32; row_len]);
-    let (mut se, mut sx, mut max_abs) = (0f64, 0f64, 0f64);
+    let mut sums = ErrorSums::default();
     for r in 0..rows {
-        crate::convert::gguf_row_f32(a, i, sa.as_ref(), r, &mut ra)?;
-        crate::convert::gguf_row_f32(b, j, sb.as_ref(), r, &mut rb)?;
-        for (&x, &y) in ra.iter().zip(&rb) {
-            let d = x as f64 - y as f64;
-            se += d * d;
-            sx += x as f64 * x as f64;
-            max_abs = max_abs.max(d.abs());
-        }
+        rows_a.read(r, &mut ra)?;
+        rows_b.read(r, &mut rb)?;
+        sums.add(&ra, &rb);
     }
-    let n = (rows * row_len).max(1) as f64;
     Ok(ValueStats {
-        rmse: (se / n).sqrt(),
-        max_abs,
-        snr_db: (se > 0.0).then(|| 10.0 * (sx / se).log10()),
+        rmse: sums.rmse((rows * row_len) as u64),
+        max_abs: sums.max_abs,
+        snr_db: sums.snr_db(),
     })
 }

@@ -7,8 +7,8 @@
 
 use super::hparams::{positive_u32, ClassDefaults, TextHparams};
 use super::{
-    always_dropped, layer_names, split_layer_name, tensor_kind, ArchError, Architecture, Family,
-    KeyContext, Mapped, QuantHints, ValueOp,
+    layer_names, route, tensor_kind, unknown_tensor, ArchError, Architecture, Family, KeyContext,
+    Mapped, QuantHints, Route, ValueOp,
 };
 use crate::gguf::Value;
 use crate::source::tokenizer::Vocab;
@@ -180,9 +180,6 @@ impl Architecture for Gemma {
     }
 
     fn map_tensor(&self, hf: &str) -> Result<Option<Mapped>, ArchError> {
-        if always_dropped(hf) {
-            return Ok(None);
-        }
         // llama.cpp's converter deletes "language_model." from every name and drops the
         // vision tower and projector of Gemma3ForConditionalGeneration.
         let name = hf.replace("language_model.", "");
@@ -195,22 +192,21 @@ impl Architecture for Gemma {
             return Ok(None);
         }
         let arch = self.arch();
-        let unknown = || ArchError::UnknownTensor {
-            name: hf.to_string(),
-            arch,
-        };
+        // Unknown names are reported as the checkpoint spells them, "language_model." and all.
+        let unknown = || unknown_tensor(hf, arch);
         let norm = |m: Mapped| Ok(Some(m.with_values(ValueOp::AddOne)));
-        match name {
-            "model.embed_tokens.weight" => return Ok(Some(Mapped::plain("token_embd.weight"))),
-            "model.norm.weight" => return norm(Mapped::plain("output_norm.weight")),
+        let l = match route(name, self.hp.n_layer, arch)? {
+            Route::Dropped => return Ok(None),
             // llama.cpp's gemma2 loader never reads output.weight: the converter drops it
-            "lm_head.weight" if self.variant == Variant::Gemma2 => return Ok(None),
-            "lm_head.weight" => return Ok(Some(Mapped::plain("output.weight"))),
-            _ => {}
-        }
-        let (layer, module, suffix) =
-            split_layer_name(name, self.hp.n_layer, arch)?.ok_or_else(unknown)?;
-        let gguf = match (module, suffix) {
+            Route::Global(m) if m.name == "output.weight" && self.variant == Variant::Gemma2 => {
+                return Ok(None)
+            }
+            Route::Global(m) if m.name == "output_norm.weight" => return norm(m),
+            Route::Global(m) => return Ok(Some(m)),
+            Route::Layer(l) => l,
+            Route::Unknown => return Err(unknown()),
+        };
+        let gguf = match (l.module, l.suffix) {
             ("input_layernorm", "weight") => "attn_norm",
             ("self_attn.q_proj", _) => "attn_q",
             ("self_attn.k_proj", _) => "attn_k",
@@ -226,7 +222,7 @@ impl Architecture for Gemma {
             ("mlp.down_proj", _) => "ffn_down",
             _ => return Err(unknown()),
         };
-        let m = Mapped::plain(format!("blk.{layer}.{gguf}.{suffix}"));
+        let m = Mapped::plain(l.gguf_name(gguf));
         if name.ends_with("norm.weight") {
             norm(m)
         } else {

@@ -8,8 +8,8 @@
 
 use super::hparams::positive_u32;
 use super::{
-    global_tensor, layer_names, split_layer_name, tensor_kind, ArchError, Architecture, Family,
-    KeyContext, Mapped, QuantHints, Transform,
+    layer_names, map_with_layers, tensor_kind, ArchError, Architecture, Family, KeyContext, Mapped,
+    QuantHints, Transform,
 };
 use crate::gguf::Value;
 use crate::source::HfConfig;
@@ -234,63 +234,45 @@ impl LlamaParams {
 
     /// Map an HF tensor name. `Ok(None)` for tensors llama.cpp's converter drops.
     pub fn map_tensor(&self, hf: &str) -> Result<Option<Mapped>, ArchError> {
-        if super::always_dropped(hf) {
-            return Ok(None);
-        }
-        let unknown = || ArchError::UnknownTensor {
-            name: hf.to_string(),
-            arch: self.arch,
-        };
-        if let Some(m) = global_tensor(hf) {
-            return Ok(Some(m));
-        }
-        let (layer, module, suffix) =
-            split_layer_name(hf, self.n_layer, self.arch)?.ok_or_else(unknown)?;
-        if self.experts.is_some() {
-            if module == "block_sparse_moe.gate" && suffix == "weight" {
-                return Ok(Some(Mapped::plain(format!(
-                    "blk.{layer}.ffn_gate_inp.weight"
-                ))));
+        map_with_layers(hf, self.n_layer, self.arch, |l| {
+            if self.experts.is_some() {
+                if l.module == "block_sparse_moe.gate" && l.suffix == "weight" {
+                    return Ok(Some(Mapped::plain(l.gguf_name("ffn_gate_inp"))));
+                }
+                let kinds = [
+                    ("w1", "ffn_gate_exps"),
+                    ("w2", "ffn_down_exps"),
+                    ("w3", "ffn_up_exps"),
+                ];
+                if let Some(m) = l.expert("block_sparse_moe.experts.", &kinds)? {
+                    return Ok(Some(m));
+                }
             }
-            if let Some(rest) = module.strip_prefix("block_sparse_moe.experts.") {
-                let (k, w) = rest.split_once('.').ok_or_else(unknown)?;
-                let k: u32 = k.parse().map_err(|_| unknown())?;
-                let kind = match (w, suffix) {
-                    ("w1", "weight") => "ffn_gate_exps",
-                    ("w2", "weight") => "ffn_down_exps",
-                    ("w3", "weight") => "ffn_up_exps",
-                    _ => return Err(unknown()),
-                };
-                return Ok(Some(Mapped::expert(
-                    format!("blk.{layer}.{kind}.weight"),
-                    k,
-                )));
-            }
-        }
-        let n_kv = self.n_head_kv.unwrap_or(self.n_head) as usize;
-        let (gguf, transform) = match module {
-            "input_layernorm" => ("attn_norm", Transform::None),
-            "self_attn.q_proj" => (
-                "attn_q",
-                Transform::PermuteRope {
-                    n_head: self.n_head as usize,
-                },
-            ),
-            "self_attn.k_proj" => ("attn_k", Transform::PermuteRope { n_head: n_kv }),
-            "self_attn.v_proj" => ("attn_v", Transform::None),
-            "self_attn.o_proj" => ("attn_output", Transform::None),
-            "post_attention_layernorm" => ("ffn_norm", Transform::None),
-            "mlp.gate_proj" => ("ffn_gate", Transform::None),
-            "mlp.up_proj" => ("ffn_up", Transform::None),
-            "mlp.down_proj" => ("ffn_down", Transform::None),
-            _ => return Err(unknown()),
-        };
-        Ok(Some(Mapped {
-            name: format!("blk.{layer}.{gguf}.{suffix}"),
-            transform,
-            values: super::ValueOp::None,
-            expert: None,
-        }))
+            let n_kv = self.n_head_kv.unwrap_or(self.n_head) as usize;
+            let (gguf, transform) = match l.module {
+                "input_layernorm" => ("attn_norm", Transform::None),
+                "self_attn.q_proj" => (
+                    "attn_q",
+                    Transform::PermuteRope {
+                        n_head: self.n_head as usize,
+                    },
+                ),
+                "self_attn.k_proj" => ("attn_k", Transform::PermuteRope { n_head: n_kv }),
+                "self_attn.v_proj" => ("attn_v", Transform::None),
+                "self_attn.o_proj" => ("attn_output", Transform::None),
+                "post_attention_layernorm" => ("ffn_norm", Transform::None),
+                "mlp.gate_proj" => ("ffn_gate", Transform::None),
+                "mlp.up_proj" => ("ffn_up", Transform::None),
+                "mlp.down_proj" => ("ffn_down", Transform::None),
+                _ => return Err(l.unknown()),
+            };
+            Ok(Some(Mapped {
+                name: l.gguf_name(gguf),
+                transform,
+                values: super::ValueOp::None,
+                expert: None,
+            }))
+        })
     }
 }
 

@@ -228,7 +228,7 @@ const DROPPED_SUFFIXES: &[&str] = &[
 ];
 
 /// The non-layer tensors every family names alike: embeddings, final norm, LM head.
-pub(crate) fn global_tensor(hf: &str) -> Option<Mapped> {
+fn global_tensor(hf: &str) -> Option<Mapped> {
     Some(Mapped::plain(match hf {
         "model.embed_tokens.weight" => "token_embd.weight",
         "model.norm.weight" => "output_norm.weight",
@@ -251,13 +251,122 @@ impl QuantHints {
 }
 
 /// True for tensors every family drops.
-pub(crate) fn always_dropped(hf: &str) -> bool {
+fn always_dropped(hf: &str) -> bool {
     DROPPED_SUFFIXES.iter().any(|s| hf.ends_with(s))
+}
+
+/// The error for an HF tensor name `arch` has no GGUF name for.
+pub(crate) fn unknown_tensor(hf: &str, arch: &'static str) -> ArchError {
+    ArchError::UnknownTensor {
+        name: hf.to_string(),
+        arch,
+    }
+}
+
+/// Where an HF tensor name goes before any family-specific rule: the part of
+/// [`Architecture::map_tensor`] every family shares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Route<'a> {
+    /// A tensor llama.cpp's converter drops for every architecture.
+    Dropped,
+    /// A non-layer tensor every family names alike (embeddings, final norm, LM head).
+    Global(Mapped),
+    /// A decoder-layer tensor, for the family to map.
+    Layer(LayerTensor<'a>),
+    /// Neither a global nor a layer tensor: no family maps it.
+    Unknown,
+}
+
+/// A decoder-layer tensor `model.layers.{layer}.{module}.{suffix}`, its layer checked against
+/// `n_layer`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LayerTensor<'a> {
+    pub layer: u32,
+    pub module: &'a str,
+    /// `weight` or `bias`.
+    pub suffix: &'a str,
+    hf: &'a str,
+    arch: &'static str,
+}
+
+impl<'a> LayerTensor<'a> {
+    /// `blk.{layer}.{kind}.{suffix}`: the GGUF name of this tensor as a `kind` tensor.
+    pub(crate) fn gguf_name(&self, kind: &str) -> String {
+        format!("blk.{}.{kind}.{}", self.layer, self.suffix)
+    }
+
+    /// The error for a layer tensor the family has no GGUF name for.
+    pub(crate) fn unknown(&self) -> ArchError {
+        unknown_tensor(self.hf, self.arch)
+    }
+
+    /// One expert's weight, module `{prefix}{k}.{proj}`, as slice `k` of the layer's stacked
+    /// `blk.N.{kind}.weight`, where `kinds` pairs each `proj` with its GGUF kind. `None` for a
+    /// module without the prefix; a bias, an index that is not a number or a `proj` not in
+    /// `kinds` is unknown.
+    pub(crate) fn expert(
+        &self,
+        prefix: &str,
+        kinds: &[(&str, &str)],
+    ) -> Result<Option<Mapped>, ArchError> {
+        let Some(rest) = self.module.strip_prefix(prefix) else {
+            return Ok(None);
+        };
+        let (k, proj) = rest.split_once('.').ok_or_else(|| self.unknown())?;
+        let k: u32 = k.parse().map_err(|_| self.unknown())?;
+        let kind = kinds
+            .iter()
+            .find(|(p, _)| *p == proj && self.suffix == "weight")
+            .ok_or_else(|| self.unknown())?
+            .1;
+        Ok(Some(Mapped::expert(self.gguf_name(kind), k)))
+    }
+}
+
+/// Route an HF tensor name: dropped, a shared global tensor, a layer tensor or unknown.
+/// Errors for a malformed or out-of-range layer name (see [`split_layer_name`]).
+pub(crate) fn route<'a>(
+    hf: &'a str,
+    n_layer: u32,
+    arch: &'static str,
+) -> Result<Route<'a>, ArchError> {
+    if always_dropped(hf) {
+        return Ok(Route::Dropped);
+    }
+    if let Some(m) = global_tensor(hf) {
+        return Ok(Route::Global(m));
+    }
+    Ok(match split_layer_name(hf, n_layer, arch)? {
+        Some((layer, module, suffix)) => Route::Layer(LayerTensor {
+            layer,
+            module,
+            suffix,
+            hf,
+            arch,
+        }),
+        None => Route::Unknown,
+    })
+}
+
+/// `map_tensor` of a family that takes the shared routes as they are: dropped and global
+/// tensors settled, unknown names an error, and `layer` maps each layer tensor.
+pub(crate) fn map_with_layers(
+    hf: &str,
+    n_layer: u32,
+    arch: &'static str,
+    layer: impl FnOnce(LayerTensor<'_>) -> Result<Option<Mapped>, ArchError>,
+) -> Result<Option<Mapped>, ArchError> {
+    match route(hf, n_layer, arch)? {
+        Route::Dropped => Ok(None),
+        Route::Global(m) => Ok(Some(m)),
+        Route::Layer(l) => layer(l),
+        Route::Unknown => Err(unknown_tensor(hf, arch)),
+    }
 }
 
 /// A decoder-layer tensor name `model.layers.N.<module>.<weight|bias>` split into its parts,
 /// with the layer checked against `n_layer`. `Ok(None)` when the name is not a layer tensor.
-pub(crate) fn split_layer_name<'a>(
+fn split_layer_name<'a>(
     hf: &'a str,
     n_layer: u32,
     arch: &'static str,
@@ -265,10 +374,7 @@ pub(crate) fn split_layer_name<'a>(
     let Some(rest) = hf.strip_prefix("model.layers.") else {
         return Ok(None);
     };
-    let unknown = || ArchError::UnknownTensor {
-        name: hf.to_string(),
-        arch,
-    };
+    let unknown = || unknown_tensor(hf, arch);
     let (layer, rest) = rest.split_once('.').ok_or_else(unknown)?;
     let layer: u32 = layer.parse().map_err(|_| unknown())?;
     if layer >= n_layer {
@@ -409,6 +515,53 @@ mod tests {
             Err(ArchError::UnknownTensor { arch: "qwen2", .. })
         ));
         assert_eq!(tensor_kind("blk.12.attn_q.bias"), "attn_q.bias");
+    }
+
+    #[test]
+    fn route_settles_shared_tensors_and_hands_layer_tensors_on() {
+        assert_eq!(
+            route("model.layers.0.self_attn.rotary_emb.inv_freq", 2, "llama").unwrap(),
+            Route::Dropped
+        );
+        assert_eq!(
+            route("lm_head.weight", 2, "llama").unwrap(),
+            Route::Global(Mapped::plain("output.weight"))
+        );
+        assert_eq!(
+            route("model.vision.weight", 2, "llama").unwrap(),
+            Route::Unknown
+        );
+        let Route::Layer(l) = route("model.layers.1.mlp.up_proj.bias", 2, "qwen2").unwrap() else {
+            panic!("not a layer tensor");
+        };
+        assert_eq!((l.layer, l.module, l.suffix), (1, "mlp.up_proj", "bias"));
+        assert_eq!(l.gguf_name("ffn_up"), "blk.1.ffn_up.bias");
+        assert_eq!(
+            l.unknown(),
+            unknown_tensor("model.layers.1.mlp.up_proj.bias", "qwen2")
+        );
+        assert!(matches!(
+            route("model.layers.2.mlp.up_proj.weight", 2, "qwen2"),
+            Err(ArchError::Invalid(_))
+        ));
+        let expert = |hf| {
+            let Route::Layer(l) = route(hf, 2, "qwen2moe").unwrap() else {
+                panic!("not a layer tensor");
+            };
+            l.expert("mlp.experts.", &[("up_proj", "ffn_up_exps")])
+        };
+        assert_eq!(
+            expert("model.layers.1.mlp.experts.7.up_proj.weight").unwrap(),
+            Some(Mapped::expert("blk.1.ffn_up_exps.weight", 7))
+        );
+        assert_eq!(expert("model.layers.1.mlp.up_proj.weight").unwrap(), None);
+        for bad in [
+            "model.layers.1.mlp.experts.7.up_proj.bias",
+            "model.layers.1.mlp.experts.x.up_proj.weight",
+            "model.layers.1.mlp.experts.7.gate_proj.weight",
+        ] {
+            assert_eq!(expert(bad), Err(unknown_tensor(bad, "qwen2moe")));
+        }
         assert_eq!(tensor_kind("output.weight"), "output.weight");
     }
 }

@@ -5,8 +5,8 @@
 
 use super::hparams::{ClassDefaults, TextHparams};
 use super::{
-    always_dropped, global_tensor, layer_names, split_layer_name, tensor_kind, ArchError,
-    Architecture, Family, KeyContext, Mapped, QuantHints,
+    layer_names, map_with_layers, tensor_kind, ArchError, Architecture, Family, KeyContext, Mapped,
+    QuantHints,
 };
 use crate::gguf::Value;
 use crate::source::tokenizer::Vocab;
@@ -60,33 +60,23 @@ impl Architecture for Olmo2 {
     }
 
     fn map_tensor(&self, hf: &str) -> Result<Option<Mapped>, ArchError> {
-        if always_dropped(hf) {
-            return Ok(None);
-        }
-        let unknown = || ArchError::UnknownTensor {
-            name: hf.to_string(),
-            arch: "olmo2",
-        };
-        if let Some(m) = global_tensor(hf) {
-            return Ok(Some(m));
-        }
-        let (layer, module, suffix) =
-            split_layer_name(hf, self.hp.n_layer, "olmo2")?.ok_or_else(unknown)?;
-        let gguf = match (module, suffix) {
-            ("self_attn.q_proj", _) => "attn_q",
-            ("self_attn.k_proj", _) => "attn_k",
-            ("self_attn.v_proj", _) => "attn_v",
-            ("self_attn.o_proj", _) => "attn_output",
-            ("self_attn.q_norm", "weight") => "attn_q_norm",
-            ("self_attn.k_norm", "weight") => "attn_k_norm",
-            ("post_attention_layernorm", "weight") => "post_attention_norm",
-            ("post_feedforward_layernorm", "weight") => "post_ffw_norm",
-            ("mlp.gate_proj", _) => "ffn_gate",
-            ("mlp.up_proj", _) => "ffn_up",
-            ("mlp.down_proj", _) => "ffn_down",
-            _ => return Err(unknown()),
-        };
-        Ok(Some(Mapped::plain(format!("blk.{layer}.{gguf}.{suffix}"))))
+        map_with_layers(hf, self.hp.n_layer, "olmo2", |l| {
+            let gguf = match (l.module, l.suffix) {
+                ("self_attn.q_proj", _) => "attn_q",
+                ("self_attn.k_proj", _) => "attn_k",
+                ("self_attn.v_proj", _) => "attn_v",
+                ("self_attn.o_proj", _) => "attn_output",
+                ("self_attn.q_norm", "weight") => "attn_q_norm",
+                ("self_attn.k_norm", "weight") => "attn_k_norm",
+                ("post_attention_layernorm", "weight") => "post_attention_norm",
+                ("post_feedforward_layernorm", "weight") => "post_ffw_norm",
+                ("mlp.gate_proj", _) => "ffn_gate",
+                ("mlp.up_proj", _) => "ffn_up",
+                ("mlp.down_proj", _) => "ffn_down",
+                _ => return Err(l.unknown()),
+            };
+            Ok(Some(Mapped::plain(l.gguf_name(gguf))))
+        })
     }
 
     fn expected_shape(&self, gguf: &str) -> Option<Vec<Option<usize>>> {

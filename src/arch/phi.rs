@@ -8,8 +8,8 @@ use serde_json::Value as Json;
 
 use super::hparams::{positive_u32, ClassDefaults, TextHparams};
 use super::{
-    always_dropped, global_tensor, layer_names, split_layer_name, tensor_kind, ArchError,
-    Architecture, Family, KeyContext, Mapped, QuantHints,
+    layer_names, map_with_layers, tensor_kind, ArchError, Architecture, Family, KeyContext, Mapped,
+    QuantHints,
 };
 use crate::gguf::Value;
 use crate::source::tokenizer::VocabStyle;
@@ -204,28 +204,18 @@ impl Architecture for Phi3 {
     }
 
     fn map_tensor(&self, hf: &str) -> Result<Option<Mapped>, ArchError> {
-        if always_dropped(hf) {
-            return Ok(None);
-        }
-        let unknown = || ArchError::UnknownTensor {
-            name: hf.to_string(),
-            arch: "phi3",
-        };
-        if let Some(m) = global_tensor(hf) {
-            return Ok(Some(m));
-        }
-        let (layer, module, suffix) =
-            split_layer_name(hf, self.hp.n_layer, "phi3")?.ok_or_else(unknown)?;
-        let gguf = match (module, suffix) {
-            ("input_layernorm", "weight") => "attn_norm",
-            ("self_attn.qkv_proj", _) => "attn_qkv",
-            ("self_attn.o_proj", _) => "attn_output",
-            ("post_attention_layernorm", "weight") => "ffn_norm",
-            ("mlp.gate_up_proj", _) => "ffn_up",
-            ("mlp.down_proj", _) => "ffn_down",
-            _ => return Err(unknown()),
-        };
-        Ok(Some(Mapped::plain(format!("blk.{layer}.{gguf}.{suffix}"))))
+        map_with_layers(hf, self.hp.n_layer, "phi3", |l| {
+            let gguf = match (l.module, l.suffix) {
+                ("input_layernorm", "weight") => "attn_norm",
+                ("self_attn.qkv_proj", _) => "attn_qkv",
+                ("self_attn.o_proj", _) => "attn_output",
+                ("post_attention_layernorm", "weight") => "ffn_norm",
+                ("mlp.gate_up_proj", _) => "ffn_up",
+                ("mlp.down_proj", _) => "ffn_down",
+                _ => return Err(l.unknown()),
+            };
+            Ok(Some(Mapped::plain(l.gguf_name(gguf))))
+        })
     }
 
     fn expected_shape(&self, gguf: &str) -> Option<Vec<Option<usize>>> {

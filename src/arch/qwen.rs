@@ -7,8 +7,8 @@
 
 use super::hparams::{positive_u32, ClassDefaults, TextHparams};
 use super::{
-    always_dropped, global_tensor, layer_names, split_layer_name, tensor_kind, ArchError,
-    Architecture, Family, KeyContext, Mapped, QuantHints,
+    layer_names, map_with_layers, tensor_kind, ArchError, Architecture, Family, KeyContext, Mapped,
+    QuantHints,
 };
 use crate::gguf::Value;
 use crate::source::HfConfig;
@@ -184,57 +184,40 @@ impl Architecture for Qwen {
     }
 
     fn map_tensor(&self, hf: &str) -> Result<Option<Mapped>, ArchError> {
-        if always_dropped(hf) {
-            return Ok(None);
-        }
-        let arch = self.arch();
-        let unknown = || ArchError::UnknownTensor {
-            name: hf.to_string(),
-            arch,
-        };
-        if let Some(m) = global_tensor(hf) {
-            return Ok(Some(m));
-        }
-        let (layer, module, suffix) =
-            split_layer_name(hf, self.hp.n_layer, arch)?.ok_or_else(unknown)?;
-        let moe = self.variant.moe();
-        if moe {
-            if let Some(rest) = module.strip_prefix("mlp.experts.") {
-                let (k, proj) = rest.split_once('.').ok_or_else(unknown)?;
-                let k: u32 = k.parse().map_err(|_| unknown())?;
-                let kind = match (proj, suffix) {
-                    ("gate_proj", "weight") => "ffn_gate_exps",
-                    ("up_proj", "weight") => "ffn_up_exps",
-                    ("down_proj", "weight") => "ffn_down_exps",
-                    _ => return Err(unknown()),
-                };
-                return Ok(Some(Mapped::expert(
-                    format!("blk.{layer}.{kind}.weight"),
-                    k,
-                )));
+        map_with_layers(hf, self.hp.n_layer, self.arch(), |l| {
+            let moe = self.variant.moe();
+            if moe {
+                let kinds = [
+                    ("gate_proj", "ffn_gate_exps"),
+                    ("up_proj", "ffn_up_exps"),
+                    ("down_proj", "ffn_down_exps"),
+                ];
+                if let Some(m) = l.expert("mlp.experts.", &kinds)? {
+                    return Ok(Some(m));
+                }
             }
-        }
-        let shared = self.variant == Variant::Qwen2Moe;
-        let gguf = match (module, suffix) {
-            ("input_layernorm", "weight") => "attn_norm",
-            ("self_attn.q_proj", _) => "attn_q",
-            ("self_attn.k_proj", _) => "attn_k",
-            ("self_attn.v_proj", _) => "attn_v",
-            ("self_attn.o_proj", _) => "attn_output",
-            ("self_attn.q_norm", "weight") if self.variant.qk_norm() => "attn_q_norm",
-            ("self_attn.k_norm", "weight") if self.variant.qk_norm() => "attn_k_norm",
-            ("post_attention_layernorm", "weight") => "ffn_norm",
-            ("mlp.gate_proj", _) if !moe => "ffn_gate",
-            ("mlp.up_proj", _) if !moe => "ffn_up",
-            ("mlp.down_proj", _) if !moe => "ffn_down",
-            ("mlp.gate", "weight") if moe => "ffn_gate_inp",
-            ("mlp.shared_expert.gate_proj", "weight") if shared => "ffn_gate_shexp",
-            ("mlp.shared_expert.up_proj", "weight") if shared => "ffn_up_shexp",
-            ("mlp.shared_expert.down_proj", "weight") if shared => "ffn_down_shexp",
-            ("mlp.shared_expert_gate", "weight") if shared => "ffn_gate_inp_shexp",
-            _ => return Err(unknown()),
-        };
-        Ok(Some(Mapped::plain(format!("blk.{layer}.{gguf}.{suffix}"))))
+            let shared = self.variant == Variant::Qwen2Moe;
+            let gguf = match (l.module, l.suffix) {
+                ("input_layernorm", "weight") => "attn_norm",
+                ("self_attn.q_proj", _) => "attn_q",
+                ("self_attn.k_proj", _) => "attn_k",
+                ("self_attn.v_proj", _) => "attn_v",
+                ("self_attn.o_proj", _) => "attn_output",
+                ("self_attn.q_norm", "weight") if self.variant.qk_norm() => "attn_q_norm",
+                ("self_attn.k_norm", "weight") if self.variant.qk_norm() => "attn_k_norm",
+                ("post_attention_layernorm", "weight") => "ffn_norm",
+                ("mlp.gate_proj", _) if !moe => "ffn_gate",
+                ("mlp.up_proj", _) if !moe => "ffn_up",
+                ("mlp.down_proj", _) if !moe => "ffn_down",
+                ("mlp.gate", "weight") if moe => "ffn_gate_inp",
+                ("mlp.shared_expert.gate_proj", "weight") if shared => "ffn_gate_shexp",
+                ("mlp.shared_expert.up_proj", "weight") if shared => "ffn_up_shexp",
+                ("mlp.shared_expert.down_proj", "weight") if shared => "ffn_down_shexp",
+                ("mlp.shared_expert_gate", "weight") if shared => "ffn_gate_inp_shexp",
+                _ => return Err(l.unknown()),
+            };
+            Ok(Some(Mapped::plain(l.gguf_name(gguf))))
+        })
     }
 
     fn expected_shape(&self, gguf: &str) -> Option<Vec<Option<usize>>> {

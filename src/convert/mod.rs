@@ -19,8 +19,9 @@ pub use plan::{
     KEY_TENSOR_SHA256, KEY_VERSION,
 };
 pub use recipe::{parse_ggml_type, Recipe, TypeOverrides, RECIPE_NAMES};
-pub(crate) use run::gguf_row_f32;
+pub(crate) use run::GgufRows;
 pub use run::{execute, execute_split, ProgressFn, RunOptions, RunReport};
+pub(crate) use verify::ErrorSums;
 pub use verify::{verify_against, verify_hashes, HashCheck, ShardCheck, TensorError, VerifyReport};
 
 /// All values of tensor `index` of `file` as f32, in ggml order (row by row), including
@@ -29,22 +30,17 @@ pub fn dequantize_tensor(
     file: &crate::gguf::GgufFile,
     index: usize,
 ) -> Result<Vec<f32>, ConvertError> {
-    let t = file.tensors().get(index).ok_or_else(|| {
-        ConvertError::Plan(format!(
+    if index >= file.tensors().len() {
+        return Err(ConvertError::Plan(format!(
             "{}: no tensor {index} (the file has {})",
             file.path().display(),
             file.tensors().len()
-        ))
-    })?;
-    let row_len = t.dims.first().copied().unwrap_or(1).max(1) as usize;
-    let rows = (t.n_elements() / row_len as u64) as usize;
-    let state = match t.ty {
-        crate::gguf::GgmlType::Nf4Dq { block } => Some(plan::load_dq_state(file, index, block)?),
-        _ => None,
-    };
-    let mut out = vec![0f32; rows * row_len];
-    for (r, row) in out.chunks_exact_mut(row_len).enumerate() {
-        gguf_row_f32(file, index, state.as_ref(), r, row)?;
+        )));
+    }
+    let rows = GgufRows::new(file, index)?;
+    let mut out = vec![0f32; rows.rows() * rows.row_len()];
+    for (r, row) in out.chunks_exact_mut(rows.row_len()).enumerate() {
+        rows.read(r, row)?;
     }
     Ok(out)
 }

@@ -654,10 +654,7 @@ fn plan_gguf(
         if super::nf4_meta::is_state_tensor(&info.name) {
             continue; // consumed with the tensor it belongs to
         }
-        let dq = match info.ty {
-            GgmlType::Nf4Dq { block } => Some(Arc::new(load_dq_state(g, index, block)?)),
-            _ => None,
-        };
+        let dq = dq_state_of(g, index)?.map(Arc::new);
         tensors.push(PlannedTensor {
             name: info.name.clone(),
             // A 0-dimensional (scalar) tensor is one element: written as [1].
@@ -849,6 +846,15 @@ fn add_nf4_state_tensors(tensors: Vec<PlannedTensor>) -> Vec<PlannedTensor> {
         }
     }
     out
+}
+
+/// The double-quantization state tensor `index` of a GGUF file needs to be read: `Some` for an
+/// NF4_DQ tensor (from its state tensor), `None` for every other type.
+pub(crate) fn dq_state_of(g: &GgufFile, index: usize) -> Result<Option<DqState>, ConvertError> {
+    match g.tensors()[index].ty {
+        GgmlType::Nf4Dq { block } => Ok(Some(load_dq_state(g, index, block)?)),
+        _ => Ok(None),
+    }
 }
 
 /// Read the double-quantization state of NF4_DQ tensor `index` of a GGUF file.

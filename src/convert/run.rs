@@ -1004,6 +1004,48 @@ pub(crate) fn read_source_row(
     }
 }
 
+/// One tensor of a GGUF file read back as f32 one row at a time, for every type qforge reads.
+/// An NF4_DQ tensor's state tensor is loaded once when the reader is made, so a caller never
+/// holds more than the rows it asks for.
+pub(crate) struct GgufRows<'a> {
+    file: &'a crate::gguf::GgufFile,
+    index: usize,
+    dq: Option<quant::nf4::DqState>,
+    row_len: usize,
+    rows: usize,
+}
+
+impl<'a> GgufRows<'a> {
+    /// A reader of tensor `index` of `file` (which must exist), in ggml order: rows of
+    /// `dims[0]` values.
+    pub(crate) fn new(file: &'a crate::gguf::GgufFile, index: usize) -> Result<Self, ConvertError> {
+        let info = &file.tensors()[index];
+        let row_len = info.dims.first().copied().unwrap_or(1).max(1) as usize;
+        Ok(GgufRows {
+            file,
+            index,
+            dq: super::plan::dq_state_of(file, index)?,
+            row_len,
+            rows: (info.n_elements() / row_len as u64) as usize,
+        })
+    }
+
+    /// Values in one row.
+    pub(crate) fn row_len(&self) -> usize {
+        self.row_len
+    }
+
+    /// Rows in the tensor.
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Row `row` into `out`, which holds one row.
+    pub(crate) fn read(&self, row: usize, out: &mut [f32]) -> Result<(), ConvertError> {
+        gguf_row_f32(self.file, self.index, self.dq.as_ref(), row, out)
+    }
+}
+
 /// Row `row` of GGUF tensor `index` as f32, for every type qforge reads (NF4_DQ needs its
 /// state).
 pub(crate) fn gguf_row_f32(

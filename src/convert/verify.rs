@@ -62,6 +62,40 @@ pub struct ShardCheck {
     pub mismatched: Vec<String>,
 }
 
+/// Running error of values against a reference, summed row by row in f64 so a tensor is never
+/// held whole: what `verify --against` and `diff --values` report.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ErrorSums {
+    /// Σ(want − got)².
+    se: f64,
+    /// Σwant².
+    sx: f64,
+    /// max |want − got|.
+    pub max_abs: f64,
+}
+
+impl ErrorSums {
+    /// Add one row: `want` the reference, `got` the values measured against it.
+    pub(crate) fn add(&mut self, want: &[f32], got: &[f32]) {
+        for (&a, &b) in want.iter().zip(got) {
+            let d = a as f64 - b as f64;
+            self.se += d * d;
+            self.sx += a as f64 * a as f64;
+            self.max_abs = self.max_abs.max(d.abs());
+        }
+    }
+
+    /// Root mean square error over `n` values (0 counts as 1, so an empty tensor gives 0).
+    pub(crate) fn rmse(&self, n: u64) -> f64 {
+        (self.se / n.max(1) as f64).sqrt()
+    }
+
+    /// 10·log10(Σwant² / Σ(want − got)²); `None` when the values are equal.
+    pub(crate) fn snr_db(&self) -> Option<f64> {
+        (self.se > 0.0).then(|| 10.0 * (self.sx / self.se).log10())
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -189,15 +223,10 @@ pub fn verify_against(file: &GgufFile, source: &Path) -> Result<Vec<TensorError>
             continue;
         }
         let row_len = t.row_len();
-        let dq = match info.ty {
-            crate::gguf::GgmlType::Nf4Dq { block } => {
-                Some(super::plan::load_dq_state(file, index, block)?)
-            }
-            _ => None,
-        };
+        let rows = super::GgufRows::new(file, index)?;
         let mut want = vec![0f32; row_len];
         let mut got = vec![0f32; row_len];
-        let (mut se, mut sx, mut max_abs) = (0f64, 0f64, 0f64);
+        let mut sums = ErrorSums::default();
         for r in 0..t.n_rows() {
             super::run::read_source_row(
                 t,
@@ -205,22 +234,17 @@ pub fn verify_against(file: &GgufFile, source: &Path) -> Result<Vec<TensorError>
                 t.transform.source_row(r, t.n_rows()),
                 &mut want,
             )?;
-            super::run::gguf_row_f32(file, index, dq.as_ref(), r, &mut got)?;
-            for (&a, &b) in want.iter().zip(&got) {
-                let d = a as f64 - b as f64;
-                se += d * d;
-                sx += a as f64 * a as f64;
-                max_abs = max_abs.max(d.abs());
-            }
+            rows.read(r, &mut got)?;
+            sums.add(&want, &got);
         }
         let n = t.n_elements();
         out.push(TensorError {
             name: t.name.clone(),
             ty: info.ty.name(),
             elements: n,
-            rmse: (se / n.max(1) as f64).sqrt(),
-            max_abs,
-            snr_db: (se > 0.0).then(|| 10.0 * (sx / se).log10()),
+            rmse: sums.rmse(n),
+            max_abs: sums.max_abs,
+            snr_db: sums.snr_db(),
         });
     }
     Ok(out)
