@@ -536,6 +536,39 @@ fn verify_against_source_reports_error_bounds() {
     }
 }
 
+/// A quantizing recipe writes Qwen2-MoE's [n, 1] shared-expert gate as [n] (as llama-quantize
+/// does); verify --against still pairs it with its source tensor.
+#[test]
+fn verify_against_accepts_a_squeezed_shared_expert_gate() {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tiny-qwen2moe");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = out_path(&tmp, "x.gguf");
+    assert!(convert(Path::new(model), "q8_0", &out, &[])
+        .status
+        .success());
+    let file = qforge::gguf::GgufFile::open(&out).unwrap();
+    let (_, gate) = file
+        .tensor_by_name("blk.0.ffn_gate_inp_shexp.weight")
+        .unwrap();
+    assert_eq!(gate.dims.len(), 1, "{:?}", gate.dims);
+    let o = qforge(&[
+        "verify",
+        out.to_str().unwrap(),
+        "--against",
+        model,
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let gate = v["against"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "blk.0.ffn_gate_inp_shexp.weight")
+        .expect("the gate is compared");
+    assert_eq!(gate["rmse"].as_f64(), Some(0.0));
+}
+
 #[test]
 fn head_count_that_does_not_divide_q_rows_is_an_error() {
     let m = tiny_llama(Dtype::F16, false);

@@ -202,6 +202,12 @@ fn verify_one(file: &GgufFile) -> Result<VerifyReport, ConvertError> {
     Ok(report)
 }
 
+/// `dims` without trailing ones (at least one dimension kept).
+fn squeeze(dims: &[u64]) -> &[u64] {
+    let keep = dims.iter().rposition(|&d| d != 1).map_or(1, |i| i + 1);
+    &dims[..keep.min(dims.len())]
+}
+
 /// Compare every tensor of `file` with the tensor it was made from in `source`.
 pub fn verify_against(file: &GgufFile, source: &Path) -> Result<Vec<TensorError>, ConvertError> {
     let input = Input::open(source)?;
@@ -213,7 +219,9 @@ pub fn verify_against(file: &GgufFile, source: &Path) -> Result<Vec<TensorError>
             continue;
         };
         let info = &file.tensors()[index];
-        if info.dims != t.dims {
+        // Trailing ones do not change the layout: a quantizing recipe writes a [n, 1] tensor
+        // (Qwen2-MoE's shared-expert gate) as [n], as llama-quantize does.
+        if squeeze(&info.dims) != squeeze(&t.dims) {
             return Err(ConvertError::Plan(format!(
                 "tensor '{}': shape {:?} in the file but {:?} in the source",
                 t.name, info.dims, t.dims
