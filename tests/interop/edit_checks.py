@@ -72,18 +72,27 @@ def edit_checks(h, args, fix, tmp):
 
     h.check("diff: a requantization shows exactly its retyped tensors", diffed, only)
 
-    def split():
-        import glob
-        import shutil
+    def q4k():
+        """The fixture's q4_k_m file (converted once)."""
         q = os.path.join(work, "q4_k_m.gguf")
         if not os.path.exists(q):
             h.convert(qforge, src, "q4_k_m", q)
-        prefix = os.path.join(work, "split", "m")
+        return q
+
+    def split_q4k(folder):
+        """`qforge split` of the q4_k_m file into 8-tensor shards under work/FOLDER/m."""
+        q = q4k()
+        prefix = os.path.join(work, folder, "m")
         os.makedirs(os.path.dirname(prefix), exist_ok=True)
         r = h.run_qforge(qforge, "split", q, "-o", prefix, "--max-tensors", "8")
         if r.returncode != 0:
             raise AssertionError(r.stderr)
-        shards = r.stdout.split()
+        return q, prefix, r.stdout.split()
+
+    def split():
+        import glob
+        import shutil
+        q, prefix, shards = split_q4k("split")
         if len(shards) < 3 or sorted(glob.glob(prefix + "-*.gguf")) != shards:
             raise AssertionError(f"shards: {shards}")
         # gguf-py reads every shard: the tensors in order and byte for byte, the metadata in the
@@ -131,15 +140,7 @@ def edit_checks(h, args, fix, tmp):
     h.check("split: llama.cpp loads the shards as one model", split, only)
 
     def merged():
-        q = os.path.join(work, "q4_k_m.gguf")
-        if not os.path.exists(q):
-            h.convert(qforge, src, "q4_k_m", q)
-        prefix = os.path.join(work, "merge", "m")
-        os.makedirs(os.path.dirname(prefix), exist_ok=True)
-        r = h.run_qforge(qforge, "split", q, "-o", prefix, "--max-tensors", "8")
-        if r.returncode != 0:
-            raise AssertionError(r.stderr)
-        shards = r.stdout.split()
+        q, _, shards = split_q4k("merge")
         out = os.path.join(work, "merge", "merged.gguf")
         r = h.run_qforge(qforge, "convert", shards[0], "-o", out)
         if r.returncode != 0:
@@ -169,9 +170,7 @@ def edit_checks(h, args, fix, tmp):
 
     def converted_split():
         import glob
-        q = os.path.join(work, "q4_k_m.gguf")
-        if not os.path.exists(q):
-            h.convert(qforge, src, "q4_k_m", q)
+        q = q4k()
         _, t_whole = h.read_gguf(q)
         per = -(-len(t_whole) // 3)  # three shards
         out = os.path.join(work, "csplit", "m.gguf")
