@@ -12,6 +12,16 @@ import numpy as np
 def edit_checks(h, args, fix, tmp):
     qforge, only = args.qforge, args.only
     work = os.path.join(tmp, "edit")
+
+    def same_logits(a, b):
+        """llama.cpp's logits for the same tokens from files a and b are identical."""
+        tokens = list(range(1, 40))
+        la = h.llama_logits(a, tokens)
+        h.release(a)
+        lb = h.llama_logits(b, tokens)
+        h.release(b)
+        if not np.array_equal(la, lb):
+            raise AssertionError(f"logits differ by {np.abs(la - lb).max()}")
     os.makedirs(work, exist_ok=True)
     src = os.path.join(work, "f16.gguf")
     out = os.path.join(work, "edited.gguf")
@@ -35,12 +45,7 @@ def edit_checks(h, args, fix, tmp):
         diffs = h.describe_kv_diff(kvb, want)
         if diffs or ta != tb:
             raise AssertionError(f"gguf-py reading differs: {diffs[:4]}; tensors equal {ta == tb}")
-        tokens = list(range(1, 40))
-        la, lb = h.llama_logits(src, tokens), h.llama_logits(out, tokens)
-        h.release(src)
-        h.release(out)
-        if not np.array_equal(la, lb):
-            raise AssertionError(f"logits differ by {np.abs(la - lb).max()}")
+        same_logits(src, out)
         v = h.run_qforge(qforge, "verify", out)
         if v.returncode != 0:
             raise AssertionError(v.stdout + v.stderr)
@@ -111,18 +116,12 @@ def edit_checks(h, args, fix, tmp):
                 raise AssertionError("the first shard's metadata differs from the input's")
         if joined != t_whole:
             raise AssertionError("gguf-py reads different tensors from the shards")
-        tokens = list(range(1, 40))
-        whole = h.llama_logits(q, tokens)
-        h.release(q)
-        parts = h.llama_logits(shards[0], tokens)
-        h.release(shards[0])
-        if not np.array_equal(whole, parts):
-            raise AssertionError(f"logits differ by {np.abs(whole - parts).max()}")
+        same_logits(q, shards[0])
         # negative control: llama.cpp really reads the other shards
         hidden = shards[-1] + ".away"
         shutil.move(shards[-1], hidden)
         try:
-            h.llama_logits(shards[0], tokens)
+            h.llama_logits(shards[0], list(range(1, 40)))
             loaded = True
         except Exception:
             loaded = False
@@ -150,13 +149,7 @@ def edit_checks(h, args, fix, tmp):
         diffs = h.describe_kv_diff(kvb, kva)
         if diffs or ta != tb:
             raise AssertionError(f"gguf-py reading differs: {diffs[:4]}; tensors equal {ta == tb}")
-        tokens = list(range(1, 40))
-        whole = h.llama_logits(q, tokens)
-        h.release(q)
-        back = h.llama_logits(out, tokens)
-        h.release(out)
-        if not np.array_equal(whole, back):
-            raise AssertionError(f"logits differ by {np.abs(whole - back).max()}")
+        same_logits(q, out)
         # negative control: a merge of a set with a missing shard is refused, nothing written
         os.remove(out)
         os.remove(shards[1])
@@ -187,13 +180,7 @@ def edit_checks(h, args, fix, tmp):
             joined += h.read_gguf(p)[1]
         if joined != t_whole:
             raise AssertionError("gguf-py reads other tensors from the shards than from the one file")
-        tokens = list(range(1, 40))
-        whole = h.llama_logits(q, tokens)
-        h.release(q)
-        parts = h.llama_logits(shards[0], tokens)
-        h.release(shards[0])
-        if not np.array_equal(whole, parts):
-            raise AssertionError(f"logits differ by {np.abs(whole - parts).max()}")
+        same_logits(q, shards[0])
         return ("convert --split-max-tensors wrote 3 shards: gguf-py reads the one-file conversion's "
                 "tensors from them, llama.cpp loads the first with identical logits")
 
