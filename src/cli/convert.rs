@@ -31,7 +31,8 @@ pub struct ConvertArgs {
     /// Print the plan (tensor, shape, source type -> output type, bytes) and stop.
     #[arg(long)]
     pub dry_run: bool,
-    /// Worker threads (default: all cores). Output bytes do not depend on it.
+    /// Quantizing worker threads (default: all cores); writing and SHA-256 hashing run on
+    /// threads of their own. Output bytes do not depend on it.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// No progress bar or summary.
