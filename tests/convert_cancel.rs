@@ -81,3 +81,32 @@ fn callback_sees_every_byte_of_a_finished_run() {
     assert_eq!(last.load(Ordering::Relaxed), plan.data_bytes());
     assert_eq!(folder_entries(dir.path()), ["out.gguf"]);
 }
+
+#[test]
+fn a_panicking_callback_propagates_instead_of_hanging_and_leaves_nothing() {
+    let input = Input::open(Path::new(MODEL)).unwrap();
+    let plan = convert::plan(&input, Path::new(MODEL), Some("q8_0".parse().unwrap())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.gguf");
+    let mut opts = small_chunks();
+    opts.on_progress = Some(Arc::new(|done, _| {
+        assert!(done < 1, "callback failure");
+        true
+    }));
+    // a regression here hangs (workers waiting for window slots): fail loudly instead
+    let finished = Arc::new(AtomicBool::new(false));
+    let watched = finished.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        if !watched.load(Ordering::Relaxed) {
+            eprintln!("the conversion hung after its progress callback panicked");
+            std::process::abort();
+        }
+    });
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        convert::execute(&plan, &input, &out, &opts)
+    }));
+    finished.store(true, Ordering::Relaxed);
+    assert!(run.is_err(), "the callback's panic reaches the caller");
+    assert!(folder_entries(dir.path()).is_empty());
+}

@@ -429,6 +429,9 @@ fn run_pipeline(
                 done
             }));
         }
+        // a panic on this thread (e.g. in a progress callback) must not leave the workers
+        // waiting for window slots the writer would have freed
+        let _guard = CloseOnPanic(&[&window], &stop);
         let written = (|| -> Result<(), ConvertError> {
             let mut pending: std::collections::BTreeMap<usize, Result<Chunk<'_>, ConvertError>> =
                 Default::default();
