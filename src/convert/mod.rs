@@ -4,6 +4,7 @@
 mod job;
 mod nf4_meta;
 pub mod plan;
+mod produce;
 pub mod recipe;
 mod run;
 mod verify;
@@ -18,8 +19,8 @@ pub use plan::{
     plan, plan_with, plan_with_options, Input, Plan, PlanOptions, PlannedTensor, TensorSource,
     KEY_TENSOR_SHA256, KEY_VERSION,
 };
+pub(crate) use produce::GgufRows;
 pub use recipe::{parse_ggml_type, Recipe, TypeOverrides, RECIPE_NAMES};
-pub(crate) use run::GgufRows;
 pub use run::{execute, execute_split, ProgressFn, RunOptions, RunReport};
 pub(crate) use verify::ErrorSums;
 pub use verify::{verify_against, verify_hashes, HashCheck, ShardCheck, TensorError, VerifyReport};

@@ -236,7 +236,7 @@ pub fn verify_against(file: &GgufFile, source: &Path) -> Result<Vec<TensorError>
         let mut got = vec![0f32; row_len];
         let mut sums = ErrorSums::default();
         for r in 0..t.n_rows() {
-            super::run::read_source_row(
+            super::produce::read_source_row(
                 t,
                 &input,
                 t.transform.source_row(r, t.n_rows()),
