@@ -217,13 +217,11 @@ impl ConvertRequest {
             return Ok(None);
         }
         let path = resolve_input(&self.input)?;
-        if !path.is_file() {
-            return Ok(None);
+        if !super::plan::is_gguf_file(&path) {
+            return Ok(None); // a checkpoint: planned (and opened) once, by `plan`
         }
-        match Input::open(&path)? {
-            Input::Gguf(f) if f.is_split() || self.split.is_some() => Ok(Some(f)),
-            _ => Ok(None),
-        }
+        let file = crate::gguf::GgufFile::open_model(&path)?;
+        Ok((file.is_split() || self.split.is_some()).then_some(file))
     }
 
     /// Write `file` (from [`ConvertRequest::unchanged_gguf`]) to `output` unchanged: merged
@@ -248,7 +246,7 @@ impl ConvertRequest {
             )));
         }
         let start = std::time::Instant::now();
-        let edit = |e: crate::edit::EditError| ConvertError::Plan(e.to_string());
+        let edit = |e| ConvertError::Copy(Box::new(e));
         let (first, shards) = match self.split {
             None => {
                 crate::split::merge(file, output).map_err(edit)?;

@@ -127,20 +127,22 @@ impl Input {
     /// Open a model folder, a `.safetensors` file or a `.gguf` file; the first shard of a
     /// split set opens the whole set ([`GgufFile::open_model`]), another shard is refused.
     pub fn open(path: &Path) -> Result<Input, ConvertError> {
-        let is_gguf = path.is_file() && {
-            use std::io::Read;
-            let mut magic = [0u8; 4];
-            std::fs::File::open(path)
-                .and_then(|mut f| f.read_exact(&mut magic))
-                .map(|_| &magic == b"GGUF")
-                .unwrap_or(false)
-        };
-        if is_gguf {
+        if is_gguf_file(path) {
             Ok(Input::Gguf(GgufFile::open_model(path)?))
         } else {
             Ok(Input::Checkpoint(Checkpoint::open(path)?))
         }
     }
+}
+
+/// Whether `path` is a file that starts with the GGUF magic (reads four bytes).
+pub(crate) fn is_gguf_file(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    path.is_file()
+        && std::fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .is_ok_and(|_| &magic == b"GGUF")
 }
 
 fn ggml_dims(shape: &[usize]) -> Vec<u64> {
