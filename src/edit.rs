@@ -186,7 +186,10 @@ pub(crate) fn copy_tensors(
             if stored.get(i) != Some(&hex) {
                 return Err(EditError::Refused(format!(
                     "{}: tensor '{}' does not match the SHA-256 stored in the file (the input is damaged; qforge verify tells more)",
-                    file.path().display(),
+                    // in a split set, the shard that holds the tensor
+                    file.shard_of(i)
+                        .map_or(file.path(), |(s, _)| file.shards()[s].path())
+                        .display(),
                     file.tensors()[i].name
                 )));
             }

@@ -268,3 +268,29 @@ fn a_cancelled_split_conversion_leaves_no_shard_and_no_staging_file() {
     assert_eq!(paths.len(), plan.tensors.len().div_ceil(4));
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), paths.len());
 }
+
+#[test]
+fn merging_a_damaged_shard_names_that_shard_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let whole = d.join("w.gguf");
+    ok(qforge(&["convert", s(&fixture("tiny-qwen2")), "-t", "q8_0", "-q", "-o", s(&whole)]));
+    ok(qforge(&["split", s(&whole), "-o", s(&d.join("m")), "--max-tensors", "10"]));
+    let set = shards(d, "m");
+    assert!(set.len() >= 3);
+    let mut bytes = std::fs::read(&set[1]).unwrap();
+    let at = bytes.len() - 100; // inside the shard's last tensor
+    bytes[at] ^= 0x40;
+    std::fs::write(&set[1], bytes).unwrap();
+    let merged = d.join("merged.gguf");
+    let o = qforge(&["convert", s(&set[0]), "-o", s(&merged)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains(&format!("{}: tensor '", s(&set[1])))
+            && err.contains("does not match the SHA-256 stored"),
+        "{err}"
+    );
+    assert!(!merged.exists());
+    assert_eq!(std::fs::read_dir(d).unwrap().count(), 1 + set.len());
+}

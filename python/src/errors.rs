@@ -9,6 +9,7 @@ use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyDict, PyTuple, PyType};
 
 use qforge::convert::ConvertError;
+use qforge::edit::EditError;
 use qforge::gguf::{ErrorKind, GgufError};
 use qforge::source::SourceError as LibSourceError;
 
@@ -151,6 +152,13 @@ pub fn convert(py: Python<'_>, e: &ConvertError) -> PyErr {
         }
         ConvertError::Quant { .. } => QuantizationError::new_err(e.to_string()),
         ConvertError::Cancelled => Cancelled::new_err(e.to_string()),
+        ConvertError::Copy(c) => match c.as_ref() {
+            EditError::Gguf { error, .. } if matches!(error.kind, ErrorKind::Io(_)) => {
+                os_error(py, e.to_string(), None)
+            }
+            EditError::Gguf { .. } => GGUFFormatError::new_err(e.to_string()),
+            _ => ConversionError::new_err(e.to_string()),
+        },
         _ => QforgeError::new_err(e.to_string()),
     }
 }

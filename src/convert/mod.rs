@@ -77,6 +77,9 @@ pub enum ConvertError {
     },
     #[error("cancelled")]
     Cancelled,
+    /// A GGUF input kept byte for byte (merged or re-split) could not be copied.
+    #[error(transparent)]
+    Copy(Box<crate::edit::EditError>),
     #[error("tensor '{tensor}': {source}")]
     Quant {
         tensor: String,

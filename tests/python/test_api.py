@@ -757,3 +757,16 @@ def test_gguffile_opens_a_split_set_from_its_first_shard(tmp_path, files):
     os.remove(shards[-1])
     with pytest.raises(qforge.QforgeError, match=os.path.basename(shards[-1]) + ".*missing"):
         qforge.GGUFFile(shards[0])
+
+
+def test_merging_a_damaged_set_raises_naming_the_shard(tmp_path, files):
+    r = cli("split", files["q8"], "-o", tmp_path / "d", "--max-tensors", "10")
+    assert r.returncode == 0, r.stderr
+    shards = shard_files(tmp_path, "d")
+    data = bytearray(read(shards[1]))
+    data[-100] ^= 0x40
+    with open(shards[1], "wb") as f:
+        f.write(data)
+    with pytest.raises(qforge.ConversionError, match=os.path.basename(shards[1]) + ".*SHA-256"):
+        qforge.convert(shards[0], tmp_path / "merged.gguf", progress=False)
+    assert not os.path.exists(tmp_path / "merged.gguf")
