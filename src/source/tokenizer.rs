@@ -459,48 +459,64 @@ struct AddedToken {
     special: bool,
 }
 
-fn added_tokens(files: &Files) -> Vec<AddedToken> {
-    let mut out: Vec<AddedToken> = Vec::new();
-    if let Some(arr) = files
+/// tokenizer.json's `added_tokens`: (id, content, special) of every entry that has both.
+fn json_added_tokens(files: &Files) -> impl Iterator<Item = (u64, &str, bool)> {
+    files
         .tokenizer_json
         .as_ref()
         .and_then(|j| j.get("added_tokens"))
         .and_then(|a| a.as_array())
-    {
-        for t in arr {
-            if let (Some(id), Some(content)) = (
-                t.get("id").and_then(|v| v.as_u64()),
-                t.get("content").and_then(|v| v.as_str()),
-            ) {
-                if let Ok(id) = u32::try_from(id) {
-                    out.push(AddedToken {
-                        id,
-                        content: content.to_string(),
-                        special: t.get("special").and_then(|v| v.as_bool()).unwrap_or(false),
-                    });
-                }
-            }
-        }
-    }
-    if let Some(obj) = files
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            let id = t.get("id").and_then(|v| v.as_u64())?;
+            let content = t.get("content").and_then(|v| v.as_str())?;
+            Some((id, content, is_special(t)))
+        })
+}
+
+/// tokenizer_config.json's `added_tokens_decoder`, the same way (ids are the object's keys).
+fn config_added_tokens(files: &Files) -> impl Iterator<Item = (u64, &str, bool)> {
+    files
         .tokenizer_config
         .as_ref()
         .and_then(|c| c.get("added_tokens_decoder"))
         .and_then(|a| a.as_object())
-    {
-        for (id, t) in obj {
-            let Ok(id) = id.parse::<u32>() else { continue };
-            if out.iter().any(|a| a.id == id) {
-                continue;
-            }
-            if let Some(content) = t.get("content").and_then(|v| v.as_str()) {
-                out.push(AddedToken {
-                    id,
-                    content: content.to_string(),
-                    special: t.get("special").and_then(|v| v.as_bool()).unwrap_or(false),
-                });
-            }
+        .into_iter()
+        .flatten()
+        .filter_map(|(id, t)| {
+            let id = id.parse::<u64>().ok()?;
+            let content = t.get("content").and_then(|v| v.as_str())?;
+            Some((id, content, is_special(t)))
+        })
+}
+
+fn is_special(t: &Value) -> bool {
+    t.get("special").and_then(|v| v.as_bool()).unwrap_or(false)
+}
+
+fn added_tokens(files: &Files) -> Vec<AddedToken> {
+    let mut out: Vec<AddedToken> = Vec::new();
+    // tokenizer.json's list first; the config adds ids it does not have
+    for (id, content, special) in json_added_tokens(files) {
+        if let Ok(id) = u32::try_from(id) {
+            out.push(AddedToken {
+                id,
+                content: content.to_string(),
+                special,
+            });
         }
+    }
+    for (id, content, special) in config_added_tokens(files) {
+        let Ok(id) = u32::try_from(id) else { continue };
+        if out.iter().any(|a| a.id == id) {
+            continue;
+        }
+        out.push(AddedToken {
+            id,
+            content: content.to_string(),
+            special,
+        });
     }
     out
 }
@@ -853,41 +869,17 @@ fn sentencepiece_vocab(
             }
         }
     }
-    let special = |t: &Value| t.get("special").and_then(|v| v.as_bool()).unwrap_or(false);
     // Generic: tokenizer_config.json's added_tokens_decoder, CONTROL when special or
     // special-looking, else USER_DEFINED with "▁" as a space. Phi-3: that list and then
     // tokenizer.json's added_tokens, CONTROL only when special, text as is.
-    let mut added: Vec<(u64, String, bool)> = Vec::new();
-    if let Some(obj) = files
-        .tokenizer_config
-        .as_ref()
-        .and_then(|c| c.get("added_tokens_decoder"))
-        .and_then(|a| a.as_object())
-    {
-        for (id, t) in obj {
-            if let (Ok(id), Some(content)) =
-                (id.parse::<u64>(), t.get("content").and_then(|c| c.as_str()))
-            {
-                added.push((id, content.to_string(), special(t)));
-            }
-        }
-    }
+    let mut added: Vec<(u64, String, bool)> = config_added_tokens(files)
+        .map(|(id, content, special)| (id, content.to_string(), special))
+        .collect();
     if style == VocabStyle::Phi3 {
-        if let Some(arr) = files
-            .tokenizer_json
-            .as_ref()
-            .and_then(|j| j.get("added_tokens"))
-            .and_then(|a| a.as_array())
-        {
-            for t in arr {
-                if let (Some(id), Some(content)) = (
-                    t.get("id").and_then(|v| v.as_u64()),
-                    t.get("content").and_then(|c| c.as_str()),
-                ) {
-                    added.push((id, content.to_string(), special(t)));
-                }
-            }
-        }
+        added.extend(
+            json_added_tokens(files)
+                .map(|(id, content, special)| (id, content.to_string(), special)),
+        );
     }
     for (id, content, is_special) in added {
         if style == VocabStyle::Phi3 {
