@@ -274,8 +274,23 @@ fn merging_a_damaged_shard_names_that_shard_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let whole = d.join("w.gguf");
-    ok(qforge(&["convert", s(&fixture("tiny-qwen2")), "-t", "q8_0", "-q", "-o", s(&whole)]));
-    ok(qforge(&["split", s(&whole), "-o", s(&d.join("m")), "--max-tensors", "10"]));
+    ok(qforge(&[
+        "convert",
+        s(&fixture("tiny-qwen2")),
+        "-t",
+        "q8_0",
+        "-q",
+        "-o",
+        s(&whole),
+    ]));
+    ok(qforge(&[
+        "split",
+        s(&whole),
+        "-o",
+        s(&d.join("m")),
+        "--max-tensors",
+        "10",
+    ]));
     let set = shards(d, "m");
     assert!(set.len() >= 3);
     let mut bytes = std::fs::read(&set[1]).unwrap();
